@@ -1,0 +1,1 @@
+//! Runnable examples for the Kura crates; see `examples/`.
