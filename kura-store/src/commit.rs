@@ -1,0 +1,1073 @@
+//! The committer: one thread that owns the redb write transaction and applies batches of
+//! operations (group commit). Writers stage their bytes concurrently and only hand the
+//! committer small metadata operations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::hlc::{Hlc, Version};
+use crate::merge::{Entry, Payload, shadowed_by_namespace, winner};
+use crate::meta::{BlobLoc, ObjectMeta, ReplicatedRecord, decode_entry, encode_entry};
+use crate::store::{Durability, Shared};
+use crate::summary::{self, DEPTH, NodeHash};
+use crate::types::{Digest, Key, NamespaceId, ObjectId, ObjectRef};
+
+pub(crate) const OBJECTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("objects");
+pub(crate) const INLINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("inline");
+pub(crate) const OWNERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("file_blobs");
+pub(crate) const TOMBS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("key_tombstones");
+pub(crate) const NS_TOMBS: TableDefinition<'_, &[u8], &[u8]> =
+    TableDefinition::new("namespace_tombstones");
+pub(crate) const CHANGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("changes");
+pub(crate) const LRU: TableDefinition<'_, &[u8], u64> = TableDefinition::new("lru");
+pub(crate) const REFS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("referrers");
+pub(crate) const SUMMARY: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("summary");
+pub(crate) const BUCKETS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("buckets");
+pub(crate) const STATE: TableDefinition<'_, &str, u64> = TableDefinition::new("state");
+
+pub(crate) fn lru_key(ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + key.len());
+    v.extend_from_slice(&ms.to_be_bytes());
+    v.extend_from_slice(key);
+    v
+}
+
+/// Reverse reference index: `len(target) ++ target ++ source`.
+pub(crate) fn ref_prefix(target: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(2 + target.len());
+    let len = u16::try_from(target.len()).unwrap_or(u16::MAX);
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(target);
+    v
+}
+
+pub(crate) fn summary_key(ns_prefix: &[u8], level: u8, index: u32) -> Vec<u8> {
+    let mut v = ns_prefix.to_vec();
+    v.push(level);
+    v.extend_from_slice(&index.to_be_bytes());
+    v
+}
+
+pub(crate) fn bucket_prefix(ns_prefix: &[u8], leaf: u32) -> Vec<u8> {
+    let mut v = ns_prefix.to_vec();
+    v.extend_from_slice(&leaf.to_be_bytes());
+    v
+}
+
+/// The exclusive upper bound of all keys starting with `prefix`, if any.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut v = prefix.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xff {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Persistent counters, written in every batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) objects: u64,
+    pub(crate) bytes: u64,
+    pub(crate) seq: u64,
+    pub(crate) max_hlc: u64,
+}
+
+impl Counters {
+    pub(crate) fn load(t: &impl ReadableTable<&'static str, u64>) -> Result<Self> {
+        let get = |k: &str| -> Result<u64> {
+            Ok(t.get(k)
+                .map_err(|e| Error::meta("read state", e))?
+                .map(|g| g.value())
+                .unwrap_or(0))
+        };
+        Ok(Self {
+            objects: get("objects")?,
+            bytes: get("bytes")?,
+            seq: get("seq")?,
+            max_hlc: get("max_hlc")?,
+        })
+    }
+}
+
+pub(crate) enum Staged {
+    Inline(Bytes),
+    File(u64),
+}
+
+pub(crate) struct PendingPut {
+    pub(crate) id: ObjectId,
+    pub(crate) content_type: String,
+    pub(crate) len: u64,
+    pub(crate) digest: Digest,
+    pub(crate) refs: Vec<ObjectRef>,
+    /// `None` for a local write (the committer assigns a fresh HLC).
+    pub(crate) version: Option<Version>,
+    pub(crate) staged: Staged,
+    /// Capacity reserved by the writer; released when the commit turns it into used space.
+    pub(crate) reservation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub(crate) enum Op {
+    Put(Box<PendingPut>),
+    Delete {
+        id: ObjectId,
+        version: Option<Version>,
+    },
+    DeleteNamespace {
+        ns: NamespaceId,
+        version: Option<Version>,
+    },
+    Evict {
+        target_bytes: u64,
+    },
+    FlushAccess,
+    Quarantine {
+        id: ObjectId,
+        blob: BlobLoc,
+    },
+    GcTombstones {
+        horizon: Hlc,
+    },
+    TrimChanges {
+        upto: u64,
+    },
+    Checkpoint,
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Put(Box<ObjectMeta>),
+    Ignored,
+    Deleted(bool),
+    Count(u64),
+    Done,
+}
+
+pub(crate) struct Cmd {
+    pub(crate) op: Op,
+    pub(crate) reply: Option<oneshot::Sender<Result<Outcome>>>,
+}
+
+#[derive(Default)]
+struct Effects {
+    new_files: Vec<u64>,
+    dead_files: Vec<u64>,
+    quarantine_files: Vec<u64>,
+    discard_temps: Vec<u64>,
+    published: Vec<u64>,
+    evicted_objects: u64,
+    evicted_bytes: u64,
+    corrupt: u64,
+}
+
+struct Tables<'t> {
+    objects: Table<'t, &'static [u8], &'static [u8]>,
+    inline: Table<'t, u64, &'static [u8]>,
+    owners: Table<'t, u64, &'static [u8]>,
+    tombs: Table<'t, &'static [u8], &'static [u8]>,
+    ns_tombs: Table<'t, &'static [u8], &'static [u8]>,
+    changes: Table<'t, u64, &'static [u8]>,
+    lru: Table<'t, &'static [u8], u64>,
+    refs: Table<'t, &'static [u8], &'static [u8]>,
+    summary: Table<'t, &'static [u8], &'static [u8]>,
+    buckets: Table<'t, &'static [u8], &'static [u8]>,
+    state: Table<'t, &'static str, u64>,
+}
+
+fn m<T>(op: &'static str) -> impl FnOnce(T) -> Error
+where
+    T: Into<redb::Error>,
+{
+    move |e| Error::meta(op, e)
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        let o = "open table";
+        Ok(Self {
+            objects: txn.open_table(OBJECTS).map_err(m(o))?,
+            inline: txn.open_table(INLINE).map_err(m(o))?,
+            owners: txn.open_table(OWNERS).map_err(m(o))?,
+            tombs: txn.open_table(TOMBS).map_err(m(o))?,
+            ns_tombs: txn.open_table(NS_TOMBS).map_err(m(o))?,
+            changes: txn.open_table(CHANGES).map_err(m(o))?,
+            lru: txn.open_table(LRU).map_err(m(o))?,
+            refs: txn.open_table(REFS).map_err(m(o))?,
+            summary: txn.open_table(SUMMARY).map_err(m(o))?,
+            buckets: txn.open_table(BUCKETS).map_err(m(o))?,
+            state: txn.open_table(STATE).map_err(m(o))?,
+        })
+    }
+
+    fn save_counters(&mut self, c: &Counters) -> Result<()> {
+        let w = "write state";
+        self.state.insert("objects", c.objects).map_err(m(w))?;
+        self.state.insert("bytes", c.bytes).map_err(m(w))?;
+        self.state.insert("seq", c.seq).map_err(m(w))?;
+        self.state.insert("max_hlc", c.max_hlc).map_err(m(w))?;
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &[u8]) -> Result<Option<ObjectMeta>> {
+        match self.objects.get(key).map_err(m("read object"))? {
+            None => Ok(None),
+            Some(g) => Ok(Some(ObjectMeta::decode(ObjectId::decode(key)?, g.value())?)),
+        }
+    }
+
+    fn get_tomb(&self, key: &[u8]) -> Result<Option<Entry>> {
+        match self.tombs.get(key).map_err(m("read tombstone"))? {
+            None => Ok(None),
+            Some(g) => Ok(Some(decode_entry(g.value())?)),
+        }
+    }
+
+    fn ns_tomb(&self, prefix: &[u8]) -> Result<Option<Version>> {
+        match self
+            .ns_tombs
+            .get(prefix)
+            .map_err(m("read namespace tombstone"))?
+        {
+            None => Ok(None),
+            Some(g) => Ok(Some(decode_entry(g.value())?.version)),
+        }
+    }
+
+    /// XORs `h` into every node on the path of `key` in its namespace's summary tree.
+    fn summary_xor(&mut self, ns_prefix: &[u8], key: &Key, h: &NodeHash) -> Result<()> {
+        let leaf = summary::leaf_of(key);
+        for level in 0..=DEPTH {
+            let k = summary_key(ns_prefix, level, summary::ancestor(leaf, level));
+            let mut cur: NodeHash = [0; 32];
+            if let Some(g) = self.summary.get(k.as_slice()).map_err(m("read summary"))? {
+                if g.value().len() == 32 {
+                    cur.copy_from_slice(g.value());
+                }
+            }
+            summary::xor_into(&mut cur, h);
+            if cur == [0; 32] {
+                self.summary
+                    .remove(k.as_slice())
+                    .map_err(m("write summary"))?;
+            } else {
+                self.summary
+                    .insert(k.as_slice(), cur.as_slice())
+                    .map_err(m("write summary"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the summary contribution and bucket entry of `id` (old → new).
+    fn set_entry(&mut self, id: &ObjectId, old: Option<&Entry>, new: Option<&Entry>) -> Result<()> {
+        let ns = id.namespace_id().encode_prefix();
+        let mut h: NodeHash = [0; 32];
+        if let Some(o) = old {
+            summary::xor_into(&mut h, &summary::entry_hash(&id.key, o));
+        }
+        if let Some(n) = new {
+            summary::xor_into(&mut h, &summary::entry_hash(&id.key, n));
+        }
+        if h != [0; 32] {
+            self.summary_xor(&ns, &id.key, &h)?;
+        }
+        let mut bk = bucket_prefix(&ns, summary::leaf_of(&id.key));
+        bk.extend_from_slice(id.key.as_str().as_bytes());
+        match new {
+            Some(n) => {
+                self.buckets
+                    .insert(bk.as_slice(), encode_entry(n).as_slice())
+                    .map_err(m("write bucket"))?;
+            }
+            None => {
+                self.buckets
+                    .remove(bk.as_slice())
+                    .map_err(m("write bucket"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Committer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) rx: Receiver<Cmd>,
+    pub(crate) counters: Counters,
+    unsynced_published: Vec<u64>,
+    intent_dirty: bool,
+    dirty_since_checkpoint: bool,
+    last_checkpoint: Instant,
+    last_access_flush: Instant,
+}
+
+impl Committer {
+    pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Cmd>, counters: Counters) -> Self {
+        Self {
+            shared,
+            rx,
+            counters,
+            unsynced_published: Vec::new(),
+            intent_dirty: false,
+            dirty_since_checkpoint: false,
+            last_checkpoint: Instant::now(),
+            last_access_flush: Instant::now(),
+        }
+    }
+
+    fn durable_each_batch(&self) -> bool {
+        matches!(self.shared.cfg.durability, Durability::Always)
+    }
+
+    fn checkpoint_interval(&self) -> Option<Duration> {
+        match self.shared.cfg.durability {
+            Durability::Always => None,
+            Durability::Batch { max_delay } => Some(max_delay),
+            Durability::None { checkpoint } => Some(checkpoint),
+        }
+    }
+
+    fn access_due(&self) -> bool {
+        let n = self
+            .shared
+            .access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        n > 0
+            && (n >= 10_000
+                || self.last_access_flush.elapsed() >= self.shared.cfg.access_flush_interval)
+    }
+
+    pub(crate) fn run(mut self) {
+        let max_batch = self.shared.cfg.max_batch.max(1);
+        loop {
+            let mut timeout = self.shared.cfg.access_flush_interval;
+            if let Some(iv) = self.checkpoint_interval() {
+                if self.dirty_since_checkpoint {
+                    timeout = timeout.min(iv.saturating_sub(self.last_checkpoint.elapsed()));
+                }
+            }
+            let mut batch = Vec::new();
+            let mut disconnected = false;
+            match self.rx.recv_timeout(timeout) {
+                Ok(c) => batch.push(c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            }
+            while !batch.is_empty() && batch.len() < max_batch {
+                match self.rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if self.access_due() {
+                batch.push(Cmd {
+                    op: Op::FlushAccess,
+                    reply: None,
+                });
+            }
+            let mut shutdown = None;
+            let mut checkpoint_replies = Vec::new();
+            let mut work = Vec::with_capacity(batch.len());
+            for c in batch {
+                match c.op {
+                    Op::Shutdown => shutdown = Some(c.reply),
+                    Op::Checkpoint => checkpoint_replies.push(c.reply),
+                    _ => work.push(c),
+                }
+            }
+            if !work.is_empty() {
+                self.run_batch(work);
+            }
+            self.maybe_evict();
+            let due = self.checkpoint_interval().is_some_and(|iv| {
+                self.dirty_since_checkpoint && self.last_checkpoint.elapsed() >= iv
+            });
+            if due || !checkpoint_replies.is_empty() || shutdown.is_some() || disconnected {
+                let r = self.checkpoint();
+                for reply in checkpoint_replies.into_iter().flatten() {
+                    let _ = reply.send(r.as_ref().map(|_| Outcome::Done).map_err(Error::duplicate));
+                }
+            }
+            if let Some(reply) = shutdown {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(Outcome::Done));
+                }
+                return;
+            }
+            if disconnected {
+                return;
+            }
+        }
+    }
+
+    /// Makes everything committed so far durable (modes other than `Always`).
+    fn checkpoint(&mut self) -> Result<()> {
+        self.last_checkpoint = Instant::now();
+        if !self.dirty_since_checkpoint && !self.intent_dirty {
+            return Ok(());
+        }
+        let sync_files = matches!(self.shared.cfg.durability, Durability::Batch { .. });
+        let b = &self.shared.backend;
+        if sync_files {
+            b.intent_append(&[], true)
+                .map_err(|e| Error::io("intent sync", e))?;
+            b.sync_published(&self.unsynced_published)
+                .map_err(|e| Error::io("directory sync", e))?;
+        }
+        let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
+        txn.set_quick_repair(true);
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(m("set durability"))?;
+        txn.commit().map_err(m("commit"))?;
+        self.unsynced_published.clear();
+        if self.intent_dirty {
+            b.intent_clear().map_err(|e| Error::io("intent clear", e))?;
+            self.intent_dirty = false;
+        }
+        self.dirty_since_checkpoint = false;
+        Ok(())
+    }
+
+    fn maybe_evict(&mut self) {
+        let Some(cap) = self.shared.capacity else {
+            return;
+        };
+        let high = cap / 100 * u64::from(self.shared.cfg.high_watermark_pct);
+        if self.counters.bytes > high {
+            let low = cap / 100 * u64::from(self.shared.cfg.low_watermark_pct);
+            self.run_batch(vec![Cmd {
+                op: Op::Evict { target_bytes: low },
+                reply: None,
+            }]);
+        }
+    }
+
+    fn run_batch(&mut self, cmds: Vec<Cmd>) {
+        let n = cmds.len();
+        let mut fx = Effects::default();
+        let mut results: Vec<Result<Outcome>> = Vec::with_capacity(n);
+        let mut counters = self.counters;
+        let durable = self.durable_each_batch();
+        let res = self.try_batch(&cmds, &mut fx, &mut results, &mut counters, durable);
+        let b = self.shared.backend.clone();
+        match res {
+            Ok(()) => {
+                self.counters = counters;
+                self.dirty_since_checkpoint = !durable;
+                for id in &fx.dead_files {
+                    let _ = b.remove_blob(*id);
+                }
+                for id in &fx.quarantine_files {
+                    let _ = b.quarantine_blob(*id);
+                }
+                for id in &fx.discard_temps {
+                    let _ = b.remove_temp(*id);
+                }
+                if durable && self.intent_dirty && b.intent_clear().is_ok() {
+                    self.intent_dirty = false;
+                }
+                if !durable {
+                    self.unsynced_published.extend_from_slice(&fx.new_files);
+                }
+                let s = &self.shared;
+                {
+                    let mut sp = s.space.lock().unwrap_or_else(|e| e.into_inner());
+                    sp.used = counters.bytes;
+                    for c in &cmds {
+                        if let Op::Put(p) = &c.op {
+                            let r = p.reservation.swap(0, Ordering::SeqCst);
+                            sp.reserved = sp.reserved.saturating_sub(r);
+                        }
+                    }
+                }
+                s.objects.store(counters.objects, Ordering::Relaxed);
+                s.seq.store(counters.seq, Ordering::Relaxed);
+                let st = &s.stats;
+                st.evictions
+                    .fetch_add(fx.evicted_objects, Ordering::Relaxed);
+                st.evicted_bytes
+                    .fetch_add(fx.evicted_bytes, Ordering::Relaxed);
+                st.corrupt.fetch_add(fx.corrupt, Ordering::Relaxed);
+                st.record_batch(n as u64);
+                for (c, r) in cmds.into_iter().zip(results) {
+                    if let Some(reply) = c.reply {
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+            Err(e) => {
+                for id in &fx.published {
+                    let _ = b.remove_blob(*id);
+                }
+                for id in fx.new_files.iter().chain(&fx.discard_temps) {
+                    let _ = b.remove_temp(*id);
+                }
+                for c in cmds {
+                    if let Op::Put(p) = &c.op {
+                        if let Staged::File(id) = p.staged {
+                            let _ = b.remove_temp(id);
+                        }
+                    }
+                    if let Some(reply) = c.reply {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_batch(
+        &mut self,
+        cmds: &[Cmd],
+        fx: &mut Effects,
+        results: &mut Vec<Result<Outcome>>,
+        c: &mut Counters,
+        durable: bool,
+    ) -> Result<()> {
+        let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
+        if durable {
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(redb::Durability::None)
+                .map_err(m("set durability"))?;
+        }
+        {
+            let mut t = Tables::open(&txn)?;
+            for cmd in cmds {
+                match self.apply(&mut t, &cmd.op, fx, c) {
+                    Ok(o) => results.push(Ok(o)),
+                    Err(e @ Error::MissingReference { .. }) => results.push(Err(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            t.save_counters(c)?;
+        }
+        let b = &self.shared.backend;
+        let sync = !matches!(self.shared.cfg.durability, Durability::None { .. });
+        let mut intents: Vec<u64> = fx.new_files.clone();
+        intents.extend_from_slice(&fx.dead_files);
+        intents.extend_from_slice(&fx.quarantine_files);
+        if !intents.is_empty() {
+            self.intent_dirty = true;
+            b.intent_append(&intents, sync && durable)
+                .map_err(|e| Error::io("intent append", e))?;
+        }
+        for id in &fx.new_files {
+            b.publish(*id).map_err(|e| Error::io("publish", e))?;
+            fx.published.push(*id);
+        }
+        if durable && !fx.new_files.is_empty() {
+            b.sync_published(&fx.new_files)
+                .map_err(|e| Error::io("directory sync", e))?;
+        }
+        txn.commit().map_err(m("commit"))?;
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        t: &mut Tables<'_>,
+        op: &Op,
+        fx: &mut Effects,
+        c: &mut Counters,
+    ) -> Result<Outcome> {
+        match op {
+            Op::Put(p) => self.apply_put(t, p, fx, c),
+            Op::Delete { id, version } => self.apply_delete(t, id, *version, c, fx),
+            Op::DeleteNamespace { ns, version } => self.apply_delete_ns(t, ns, *version, c, fx),
+            Op::Evict { target_bytes } => {
+                self.flush_access(t)?;
+                self.evict(t, *target_bytes, c, fx).map(Outcome::Count)
+            }
+            Op::FlushAccess => self.flush_access(t).map(|()| Outcome::Done),
+            Op::Quarantine { id, blob } => {
+                let key = id.encode();
+                if let Some(meta) = t.get_meta(&key)? {
+                    if meta.blob == *blob {
+                        fx.corrupt += 1;
+                        self.remove_cascade(t, meta, c, fx, true)?;
+                        if let BlobLoc::File(fid) = blob {
+                            fx.dead_files.retain(|d| d != fid);
+                            fx.quarantine_files.push(*fid);
+                        }
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            Op::GcTombstones { horizon } => self.gc_tombstones(t, *horizon).map(Outcome::Count),
+            Op::TrimChanges { upto } => {
+                let keys: Vec<u64> = t
+                    .changes
+                    .range(..=*upto)
+                    .map_err(m("read changes"))?
+                    .map(|r| r.map(|(k, _)| k.value()))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(m("read changes"))?;
+                for k in &keys {
+                    t.changes.remove(*k).map_err(m("trim changes"))?;
+                }
+                Ok(Outcome::Count(keys.len() as u64))
+            }
+            Op::Checkpoint | Op::Shutdown => Ok(Outcome::Done),
+        }
+    }
+
+    fn next_version(&self, given: Option<Version>, c: &mut Counters) -> Version {
+        let v = given.unwrap_or_else(|| Version::new(self.shared.hlc.now(), self.shared.cfg.node));
+        c.max_hlc = c.max_hlc.max(v.hlc.0);
+        v
+    }
+
+    fn log_change(
+        &self,
+        t: &mut Tables<'_>,
+        c: &mut Counters,
+        rec: &ReplicatedRecord,
+    ) -> Result<u64> {
+        c.seq += 1;
+        t.changes
+            .insert(c.seq, rec.encode().as_slice())
+            .map_err(m("write change"))?;
+        Ok(c.seq)
+    }
+
+    fn apply_put(
+        &self,
+        t: &mut Tables<'_>,
+        p: &PendingPut,
+        fx: &mut Effects,
+        c: &mut Counters,
+    ) -> Result<Outcome> {
+        let key = p.id.encode();
+        let discard = |fx: &mut Effects| {
+            if let Staged::File(id) = p.staged {
+                fx.discard_temps.push(id);
+            }
+        };
+        let ns_prefix = p.id.namespace_id().encode_prefix();
+        let ns_tomb = t.ns_tomb(&ns_prefix)?;
+        let existing_obj = t.get_meta(&key)?;
+        let existing = match &existing_obj {
+            Some(o) => Some(o.entry()),
+            None => t.get_tomb(&key)?,
+        };
+        if let Some(v) = p.version {
+            let incoming = Entry {
+                version: v,
+                payload: Payload::Present(p.digest),
+            };
+            if shadowed_by_namespace(v, ns_tomb) || existing.is_some_and(|e| !winner(&e, &incoming))
+            {
+                discard(fx);
+                return Ok(Outcome::Ignored);
+            }
+        }
+        for r in &p.refs {
+            let rid = r.resolve(&p.id.account);
+            if rid == p.id
+                || t.objects
+                    .get(rid.encode().as_slice())
+                    .map_err(m("read object"))?
+                    .is_none()
+            {
+                discard(fx);
+                return Err(Error::MissingReference {
+                    missing: rid.to_string(),
+                });
+            }
+        }
+        let version = self.next_version(p.version, c);
+        let incoming = Entry {
+            version,
+            payload: Payload::Present(p.digest),
+        };
+        if shadowed_by_namespace(version, ns_tomb) {
+            // A local write can only be shadowed if the clock was far behind a tombstone.
+            discard(fx);
+            return Ok(Outcome::Ignored);
+        }
+        if let Some(old) = existing_obj {
+            self.unlink(t, &old, c, fx)?;
+        } else if existing.is_some() {
+            t.tombs
+                .remove(key.as_slice())
+                .map_err(m("write tombstone"))?;
+        }
+        t.set_entry(&p.id, existing.as_ref(), Some(&incoming))?;
+        let blob_id = match &p.staged {
+            Staged::Inline(bytes) => {
+                let id = self.shared.next_blob.fetch_add(1, Ordering::Relaxed);
+                t.inline
+                    .insert(id, bytes.as_ref())
+                    .map_err(m("write inline"))?;
+                BlobLoc::Inline(id)
+            }
+            Staged::File(id) => {
+                t.owners
+                    .insert(*id, key.as_slice())
+                    .map_err(m("write blob owner"))?;
+                fx.new_files.push(*id);
+                BlobLoc::File(*id)
+            }
+        };
+        let seq = self.log_change(
+            t,
+            c,
+            &ReplicatedRecord::Put {
+                id: p.id.clone(),
+                version,
+                content_type: p.content_type.clone(),
+                len: p.len,
+                digest: p.digest,
+                refs: p.refs.clone(),
+            },
+        )?;
+        let now = self.shared.cfg.clock.now_ms();
+        let meta = ObjectMeta {
+            id: p.id.clone(),
+            content_type: p.content_type.clone(),
+            len: p.len,
+            digest: p.digest,
+            version,
+            created_ms: now,
+            last_access_ms: now,
+            refs: p.refs.clone(),
+            seq,
+            blob: blob_id,
+        };
+        t.objects
+            .insert(key.as_slice(), meta.encode().as_slice())
+            .map_err(m("write object"))?;
+        t.lru
+            .insert(lru_key(now, &key).as_slice(), p.len)
+            .map_err(m("write lru"))?;
+        for r in &p.refs {
+            let mut rk = ref_prefix(&r.resolve(&p.id.account).encode());
+            rk.extend_from_slice(&key);
+            t.refs
+                .insert(rk.as_slice(), [].as_slice())
+                .map_err(m("write refs"))?;
+        }
+        c.objects += 1;
+        c.bytes += p.len;
+        Ok(Outcome::Put(Box::new(meta)))
+    }
+
+    /// Removes an object's row, LRU entry, bytes and outgoing references (not its summary
+    /// entry, tombstone, or referrers).
+    fn unlink(
+        &self,
+        t: &mut Tables<'_>,
+        meta: &ObjectMeta,
+        c: &mut Counters,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        let key = meta.id.encode();
+        t.objects
+            .remove(key.as_slice())
+            .map_err(m("remove object"))?;
+        t.lru
+            .remove(lru_key(meta.last_access_ms, &key).as_slice())
+            .map_err(m("remove lru"))?;
+        match meta.blob {
+            BlobLoc::Inline(id) => {
+                t.inline.remove(id).map_err(m("remove inline"))?;
+            }
+            BlobLoc::File(id) => {
+                t.owners.remove(id).map_err(m("remove blob owner"))?;
+                fx.dead_files.push(id);
+            }
+        }
+        for r in &meta.refs {
+            let mut rk = ref_prefix(&r.resolve(&meta.id.account).encode());
+            rk.extend_from_slice(&key);
+            t.refs.remove(rk.as_slice()).map_err(m("remove refs"))?;
+        }
+        c.objects = c.objects.saturating_sub(1);
+        c.bytes = c.bytes.saturating_sub(meta.len);
+        Ok(())
+    }
+
+    /// Removes an object and, transitively, every object that references it (the reference
+    /// rule). The first object's summary entry is dropped only if `drop_entry`; referrers'
+    /// entries always are. Returns the bytes removed.
+    fn remove_cascade(
+        &self,
+        t: &mut Tables<'_>,
+        meta: ObjectMeta,
+        c: &mut Counters,
+        fx: &mut Effects,
+        drop_entry: bool,
+    ) -> Result<u64> {
+        let mut work = vec![(meta, drop_entry)];
+        let mut bytes = 0;
+        while let Some((meta, drop_entry)) = work.pop() {
+            let key = meta.id.encode();
+            let prefix = ref_prefix(&key);
+            let referrers: Vec<Vec<u8>> = {
+                let range = match prefix_end(&prefix) {
+                    Some(end) => t.refs.range(prefix.as_slice()..end.as_slice()),
+                    None => t.refs.range(prefix.as_slice()..),
+                }
+                .map_err(m("read refs"))?;
+                let mut v = Vec::new();
+                for r in range {
+                    let (k, _) = r.map_err(m("read refs"))?;
+                    v.push(k.value()[prefix.len()..].to_vec());
+                }
+                v
+            };
+            self.unlink(t, &meta, c, fx)?;
+            if drop_entry {
+                t.set_entry(&meta.id, Some(&meta.entry()), None)?;
+            }
+            bytes += meta.len;
+            for src in referrers {
+                if let Some(sm) = t.get_meta(&src)? {
+                    work.push((sm, true));
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn apply_delete(
+        &self,
+        t: &mut Tables<'_>,
+        id: &ObjectId,
+        given: Option<Version>,
+        c: &mut Counters,
+        fx: &mut Effects,
+    ) -> Result<Outcome> {
+        let key = id.encode();
+        let ns_tomb = t.ns_tomb(&id.namespace_id().encode_prefix())?;
+        let existing_obj = t.get_meta(&key)?;
+        let existing = match &existing_obj {
+            Some(o) => Some(o.entry()),
+            None => t.get_tomb(&key)?,
+        };
+        if let Some(v) = given {
+            let incoming = Entry {
+                version: v,
+                payload: Payload::Deleted,
+            };
+            if shadowed_by_namespace(v, ns_tomb) || existing.is_some_and(|e| !winner(&e, &incoming))
+            {
+                return Ok(Outcome::Ignored);
+            }
+        }
+        let version = self.next_version(given, c);
+        let tomb = Entry {
+            version,
+            payload: Payload::Deleted,
+        };
+        let existed = existing_obj.is_some();
+        if let Some(meta) = existing_obj {
+            self.remove_cascade(t, meta, c, fx, false)?;
+        }
+        t.set_entry(id, existing.as_ref(), Some(&tomb))?;
+        t.tombs
+            .insert(key.as_slice(), encode_entry(&tomb).as_slice())
+            .map_err(m("write tombstone"))?;
+        self.log_change(
+            t,
+            c,
+            &ReplicatedRecord::Delete {
+                id: id.clone(),
+                version,
+            },
+        )?;
+        Ok(Outcome::Deleted(existed))
+    }
+
+    fn apply_delete_ns(
+        &self,
+        t: &mut Tables<'_>,
+        ns: &NamespaceId,
+        given: Option<Version>,
+        c: &mut Counters,
+        fx: &mut Effects,
+    ) -> Result<Outcome> {
+        let prefix = ns.encode_prefix();
+        let current = t.ns_tomb(&prefix)?;
+        if let (Some(v), Some(cur)) = (given, current) {
+            if cur >= v {
+                return Ok(Outcome::Ignored);
+            }
+        }
+        let version = self.next_version(given, c);
+        let tomb = Entry {
+            version,
+            payload: Payload::Deleted,
+        };
+        t.ns_tombs
+            .insert(prefix.as_slice(), encode_entry(&tomb).as_slice())
+            .map_err(m("write namespace tombstone"))?;
+        let end = prefix_end(&prefix);
+        let mut removed = 0u64;
+        // Objects older than the tombstone.
+        let keys: Vec<Vec<u8>> = collect_keys(&t.objects, &prefix, end.as_deref())?;
+        for k in keys {
+            if let Some(meta) = t.get_meta(&k)? {
+                if meta.version < version {
+                    self.remove_cascade(t, meta, c, fx, true)?;
+                    removed += 1;
+                }
+            }
+        }
+        // Key tombstones older than it are subsumed.
+        let keys: Vec<Vec<u8>> = collect_keys(&t.tombs, &prefix, end.as_deref())?;
+        for k in keys {
+            if let Some(e) = t.get_tomb(&k)? {
+                if e.version < version {
+                    t.tombs
+                        .remove(k.as_slice())
+                        .map_err(m("remove tombstone"))?;
+                    t.set_entry(&ObjectId::decode(&k)?, Some(&e), None)?;
+                }
+            }
+        }
+        self.log_change(
+            t,
+            c,
+            &ReplicatedRecord::DeleteNamespace {
+                namespace: ns.clone(),
+                version,
+            },
+        )?;
+        Ok(Outcome::Count(removed))
+    }
+
+    fn flush_access(&self, t: &mut Tables<'_>) -> Result<()> {
+        let pending: HashMap<Vec<u8>, u64> =
+            std::mem::take(&mut *self.shared.access.lock().unwrap_or_else(|e| e.into_inner()));
+        for (key, ms) in pending {
+            if let Some(mut meta) = t.get_meta(&key)? {
+                if ms > meta.last_access_ms {
+                    t.lru
+                        .remove(lru_key(meta.last_access_ms, &key).as_slice())
+                        .map_err(m("remove lru"))?;
+                    t.lru
+                        .insert(lru_key(ms, &key).as_slice(), meta.len)
+                        .map_err(m("write lru"))?;
+                    meta.last_access_ms = ms;
+                    t.objects
+                        .insert(key.as_slice(), meta.encode().as_slice())
+                        .map_err(m("write object"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evict(
+        &self,
+        t: &mut Tables<'_>,
+        target: u64,
+        c: &mut Counters,
+        fx: &mut Effects,
+    ) -> Result<u64> {
+        let mut evicted = 0;
+        while c.bytes > target {
+            let candidates: Vec<Vec<u8>> = {
+                let mut v = Vec::new();
+                for r in t.lru.iter().map_err(m("read lru"))?.take(64) {
+                    let (k, _) = r.map_err(m("read lru"))?;
+                    v.push(k.value().to_vec());
+                }
+                v
+            };
+            if candidates.is_empty() {
+                break;
+            }
+            for lk in candidates {
+                if c.bytes <= target {
+                    break;
+                }
+                let key = lk.get(8..).unwrap_or_default();
+                match t.get_meta(key)? {
+                    Some(meta) => {
+                        let before = c.objects;
+                        let bytes = self.remove_cascade(t, meta, c, fx, true)?;
+                        fx.evicted_objects += before - c.objects;
+                        fx.evicted_bytes += bytes;
+                        evicted += before - c.objects;
+                    }
+                    None => {
+                        t.lru.remove(lk.as_slice()).map_err(m("remove lru"))?;
+                    }
+                }
+            }
+        }
+        Ok(evicted)
+    }
+
+    fn gc_tombstones(&self, t: &mut Tables<'_>, horizon: Hlc) -> Result<u64> {
+        let mut n = 0;
+        let all: Vec<(Vec<u8>, Entry)> = {
+            let mut v = Vec::new();
+            for r in t.tombs.iter().map_err(m("read tombstones"))? {
+                let (k, val) = r.map_err(m("read tombstones"))?;
+                v.push((k.value().to_vec(), decode_entry(val.value())?));
+            }
+            v
+        };
+        for (k, e) in all {
+            if e.version.hlc < horizon {
+                t.tombs
+                    .remove(k.as_slice())
+                    .map_err(m("remove tombstone"))?;
+                t.set_entry(&ObjectId::decode(&k)?, Some(&e), None)?;
+                n += 1;
+            }
+        }
+        let all: Vec<(Vec<u8>, Entry)> = {
+            let mut v = Vec::new();
+            for r in t.ns_tombs.iter().map_err(m("read tombstones"))? {
+                let (k, val) = r.map_err(m("read tombstones"))?;
+                v.push((k.value().to_vec(), decode_entry(val.value())?));
+            }
+            v
+        };
+        for (k, e) in all {
+            if e.version.hlc < horizon {
+                t.ns_tombs
+                    .remove(k.as_slice())
+                    .map_err(m("remove tombstone"))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn collect_keys(
+    table: &Table<'_, &'static [u8], &'static [u8]>,
+    prefix: &[u8],
+    end: Option<&[u8]>,
+) -> Result<Vec<Vec<u8>>> {
+    let range = match end {
+        Some(end) => table.range(prefix..end),
+        None => table.range(prefix..),
+    }
+    .map_err(m("range"))?;
+    let mut v = Vec::new();
+    for r in range {
+        let (k, _) = r.map_err(m("range"))?;
+        v.push(k.value().to_vec());
+    }
+    Ok(v)
+}

@@ -1,0 +1,287 @@
+//! Object metadata and replication records, with their encodings.
+
+use crate::codec::{Reader, Writer};
+use crate::error::Error;
+use crate::hlc::Version;
+use crate::merge::{Entry, Payload};
+use crate::types::{Digest, NamespaceId, ObjectId, ObjectRef};
+
+/// Where an object's bytes live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlobLoc {
+    /// In the metadata database (small objects).
+    Inline(u64),
+    /// In a blob file managed by the backend.
+    File(u64),
+}
+
+/// Everything the store knows about an object except its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's address.
+    pub id: ObjectId,
+    /// Content type given at write time (opaque to the store).
+    pub content_type: String,
+    /// Length in bytes.
+    pub len: u64,
+    /// SHA-256 of the content.
+    pub digest: Digest,
+    /// Replication version (HLC + node id).
+    pub version: Version,
+    /// When this copy was stored locally, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Last recorded access, ms since the Unix epoch (flushed lazily; see `docs/store.md`).
+    pub last_access_ms: u64,
+    /// Objects of the same account this one references.
+    pub refs: Vec<ObjectRef>,
+    /// Local change-feed sequence number of the write that produced this copy.
+    pub seq: u64,
+    pub(crate) blob: BlobLoc,
+}
+
+impl ObjectMeta {
+    /// Whether the bytes live in a blob file (and so can be sent with zero-copy).
+    pub fn is_file_backed(&self) -> bool {
+        matches!(self.blob, BlobLoc::File(_))
+    }
+
+    pub(crate) fn entry(&self) -> Entry {
+        Entry {
+            version: self.version,
+            payload: Payload::Present(self.digest),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(1)
+            .version(&self.version)
+            .bytes(self.content_type.as_bytes())
+            .u64(self.len)
+            .digest(&self.digest)
+            .u64(self.created_ms)
+            .u64(self.last_access_ms)
+            .u64(self.seq);
+        match self.blob {
+            BlobLoc::Inline(id) => w.u8(0).u64(id),
+            BlobLoc::File(id) => w.u8(1).u64(id),
+        };
+        w.u64(self.refs.len() as u64);
+        for r in &self.refs {
+            w.bytes(r.namespace.as_str().as_bytes())
+                .bytes(r.key.as_str().as_bytes());
+        }
+        w.0
+    }
+
+    pub(crate) fn decode(id: ObjectId, buf: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(buf, "object metadata");
+        let corrupt = |reason: &str| Error::Corrupt {
+            object: None,
+            reason: reason.to_string(),
+        };
+        if r.u8()? != 1 {
+            return Err(corrupt("unknown metadata format version"));
+        }
+        let version = r.version()?;
+        let content_type = r.string()?;
+        let len = r.u64()?;
+        let digest = r.digest()?;
+        let created_ms = r.u64()?;
+        let last_access_ms = r.u64()?;
+        let seq = r.u64()?;
+        let blob = match r.u8()? {
+            0 => BlobLoc::Inline(r.u64()?),
+            1 => BlobLoc::File(r.u64()?),
+            _ => return Err(corrupt("unknown blob location")),
+        };
+        let n = r.u64()?;
+        let mut refs = Vec::new();
+        for _ in 0..n {
+            refs.push(ObjectRef::new(r.namespace()?, r.key()?));
+        }
+        r.finish()?;
+        Ok(Self {
+            id,
+            content_type,
+            len,
+            digest,
+            version,
+            created_ms,
+            last_access_ms,
+            refs,
+            seq,
+            blob,
+        })
+    }
+}
+
+pub(crate) fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.version(&e.version);
+    match e.payload {
+        Payload::Deleted => w.u8(0),
+        Payload::Present(d) => w.u8(1).digest(&d),
+    };
+    w.0
+}
+
+pub(crate) fn decode_entry(buf: &[u8]) -> Result<Entry, Error> {
+    let mut r = Reader::new(buf, "entry");
+    let version = r.version()?;
+    let payload = match r.u8()? {
+        0 => Payload::Deleted,
+        _ => Payload::Present(r.digest()?),
+    };
+    r.finish()?;
+    Ok(Entry { version, payload })
+}
+
+/// A record exchanged between replicas (what the change feed yields and
+/// [`crate::Store::apply_replicated`] accepts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicatedRecord {
+    /// An object write; the body travels separately.
+    Put {
+        /// Object address.
+        id: ObjectId,
+        /// Version assigned by the accepting node.
+        version: Version,
+        /// Content type.
+        content_type: String,
+        /// Body length.
+        len: u64,
+        /// Body SHA-256 (verified on apply).
+        digest: Digest,
+        /// References to other objects of the account.
+        refs: Vec<ObjectRef>,
+    },
+    /// A key deletion (key tombstone).
+    Delete {
+        /// Object address.
+        id: ObjectId,
+        /// Version of the deletion.
+        version: Version,
+    },
+    /// A whole-namespace deletion (namespace tombstone).
+    DeleteNamespace {
+        /// The namespace.
+        namespace: NamespaceId,
+        /// Version of the deletion.
+        version: Version,
+    },
+}
+
+impl ReplicatedRecord {
+    /// The record's version.
+    pub fn version(&self) -> Version {
+        match self {
+            ReplicatedRecord::Put { version, .. }
+            | ReplicatedRecord::Delete { version, .. }
+            | ReplicatedRecord::DeleteNamespace { version, .. } => *version,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            ReplicatedRecord::Put {
+                id,
+                version,
+                content_type,
+                len,
+                digest,
+                refs,
+            } => {
+                w.u8(0)
+                    .bytes(&id.encode())
+                    .version(version)
+                    .bytes(content_type.as_bytes())
+                    .u64(*len)
+                    .digest(digest)
+                    .u64(refs.len() as u64);
+                for r in refs {
+                    w.bytes(r.namespace.as_str().as_bytes())
+                        .bytes(r.key.as_str().as_bytes());
+                }
+            }
+            ReplicatedRecord::Delete { id, version } => {
+                w.u8(1).bytes(&id.encode()).version(version);
+            }
+            ReplicatedRecord::DeleteNamespace { namespace, version } => {
+                w.u8(2).bytes(&namespace.encode_prefix()).version(version);
+            }
+        }
+        w.0
+    }
+
+    /// Decodes the compact binary form produced by [`ReplicatedRecord::to_bytes`]. Total:
+    /// malformed input is an error, never a panic.
+    pub fn from_bytes(buf: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(buf, "replicated record");
+        let rec = match r.u8()? {
+            0 => {
+                let id = ObjectId::decode(r.bytes()?)?;
+                let version = r.version()?;
+                let content_type = r.string()?;
+                let len = r.u64()?;
+                let digest = r.digest()?;
+                let n = r.u64()?;
+                let mut refs = Vec::new();
+                for _ in 0..n {
+                    refs.push(ObjectRef::new(r.namespace()?, r.key()?));
+                }
+                ReplicatedRecord::Put {
+                    id,
+                    version,
+                    content_type,
+                    len,
+                    digest,
+                    refs,
+                }
+            }
+            1 => ReplicatedRecord::Delete {
+                id: ObjectId::decode(r.bytes()?)?,
+                version: r.version()?,
+            },
+            2 => {
+                let p = r.bytes()?;
+                let namespace = match p.split_last() {
+                    Some((0, rest)) => NamespaceId::decode_prefix(rest)?,
+                    _ => {
+                        return Err(Error::Corrupt {
+                            object: None,
+                            reason: "malformed namespace".into(),
+                        });
+                    }
+                };
+                ReplicatedRecord::DeleteNamespace {
+                    namespace,
+                    version: r.version()?,
+                }
+            }
+            _ => {
+                return Err(Error::Corrupt {
+                    object: None,
+                    reason: "unknown record kind".into(),
+                });
+            }
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+
+    /// The compact binary form (used by the change feed; usable on the wire).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode()
+    }
+}
+
+/// One entry of the change feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Local sequence number (strictly increasing).
+    pub seq: u64,
+    /// What changed.
+    pub record: ReplicatedRecord,
+}
