@@ -1,0 +1,279 @@
+//! Model-based test: random sequences of put / get / delete / delete-namespace /
+//! apply-replicated / evict / reopen against a `BTreeMap` model.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use kura_store::{
+    Applied, Config, Digest, Hlc, ManualClock, MemBackend, NodeId, ObjectId, ReplicatedRecord,
+    Store, Version, body_from_bytes,
+};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put {
+        ns: u8,
+        key: u8,
+        len: usize,
+        seed: u8,
+    },
+    Get {
+        ns: u8,
+        key: u8,
+    },
+    Delete {
+        ns: u8,
+        key: u8,
+    },
+    DeleteNamespace {
+        ns: u8,
+    },
+    Replicate {
+        ns: u8,
+        key: u8,
+        offset_ms: u64,
+        node: u64,
+        value: Option<u8>,
+    },
+    Evict,
+    Advance {
+        ms: u64,
+    },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..2, 0u8..4, prop_oneof![0usize..64, Just(70_000usize)], any::<u8>())
+            .prop_map(|(ns, key, len, seed)| Op::Put { ns, key, len, seed }),
+        2 => (0u8..2, 0u8..4).prop_map(|(ns, key)| Op::Get { ns, key }),
+        2 => (0u8..2, 0u8..4).prop_map(|(ns, key)| Op::Delete { ns, key }),
+        1 => (0u8..2).prop_map(|ns| Op::DeleteNamespace { ns }),
+        4 => (0u8..2, 0u8..4, 0u64..4000, 2u64..4, proptest::option::of(any::<u8>()))
+            .prop_map(|(ns, key, offset_ms, node, value)| Op::Replicate { ns, key, offset_ms, node, value }),
+        1 => Just(Op::Evict),
+        1 => (1u64..3000).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// What the model says a key holds: a version and a value (`None` = key tombstone).
+#[derive(Clone, Debug)]
+struct Cell {
+    version: Version,
+    value: Option<Vec<u8>>,
+}
+
+impl Cell {
+    /// LWW order: version, then payload (tombstone < present, present by digest).
+    fn rank(&self) -> (Version, Option<Digest>) {
+        (self.version, self.value.as_deref().map(Digest::of))
+    }
+}
+
+#[derive(Default, Debug)]
+struct Model {
+    cells: BTreeMap<(u8, u8), Cell>,
+    ns_tombs: BTreeMap<u8, Version>,
+}
+
+impl Model {
+    fn apply(&mut self, ns: u8, key: u8, cell: Cell) -> bool {
+        if self.ns_tombs.get(&ns).is_some_and(|t| cell.version < *t) {
+            return false;
+        }
+        if let Some(old) = self.cells.get(&(ns, key)) {
+            if cell.rank() <= old.rank() {
+                return false;
+            }
+        }
+        self.cells.insert((ns, key), cell);
+        true
+    }
+
+    fn delete_ns(&mut self, ns: u8, v: Version) {
+        self.ns_tombs.insert(ns, v);
+        self.cells.retain(|(n, _), c| *n != ns || c.version >= v);
+    }
+}
+
+fn id(ns: u8, key: u8) -> ObjectId {
+    oid(&format!("ns{ns}"), &format!("key{key}"))
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+fn config(clock: &Arc<ManualClock>) -> Config {
+    let mut c = Config::default();
+    c.node = NodeId(1);
+    c.clock = clock.clone();
+    c.max_drift = Duration::from_secs(60);
+    c
+}
+
+async fn last_version(store: &Store) -> Version {
+    let seq = store.stats().last_seq;
+    store.changes_since(seq - 1, 1).unwrap()[0].record.version()
+}
+
+async fn run(ops: Vec<Op>) {
+    let backend = MemBackend::default();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut store = Store::open(backend.clone(), config(&clock)).await.unwrap();
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::Put { ns, key, len, seed } => {
+                let data = pattern(u64::from(seed), len);
+                let meta = store.put_bytes(id(ns, key), data.clone()).await.unwrap();
+                assert!(
+                    model.apply(
+                        ns,
+                        key,
+                        Cell {
+                            version: meta.version,
+                            value: Some(data)
+                        }
+                    ),
+                    "local write lost"
+                );
+            }
+            Op::Get { ns, key } => {
+                let expect = model.cells.get(&(ns, key)).and_then(|c| c.value.clone());
+                assert_eq!(read(&store, &id(ns, key)).await, expect);
+            }
+            Op::Delete { ns, key } => {
+                let existed = store.delete(&id(ns, key)).await.unwrap();
+                let was = model
+                    .cells
+                    .get(&(ns, key))
+                    .is_some_and(|c| c.value.is_some());
+                assert_eq!(existed, was);
+                let v = last_version(&store).await;
+                assert!(model.apply(
+                    ns,
+                    key,
+                    Cell {
+                        version: v,
+                        value: None
+                    }
+                ));
+            }
+            Op::DeleteNamespace { ns } => {
+                store
+                    .delete_namespace(&id(ns, 0).namespace_id())
+                    .await
+                    .unwrap();
+                let v = last_version(&store).await;
+                model.delete_ns(ns, v);
+            }
+            Op::Replicate {
+                ns,
+                key,
+                offset_ms,
+                node,
+                value,
+            } => {
+                let version = Version::new(
+                    Hlc::new(clock_now(&clock) - 2000 + offset_ms, 0),
+                    NodeId(node),
+                );
+                let data = value.map(|s| pattern(u64::from(s), usize::from(s) * 3));
+                let (rec, body) = match &data {
+                    Some(d) => (
+                        ReplicatedRecord::Put {
+                            id: id(ns, key),
+                            version,
+                            content_type: "m".into(),
+                            len: d.len() as u64,
+                            digest: Digest::of(d),
+                            refs: vec![],
+                        },
+                        Some(Box::pin(body_from_bytes(d.clone())) as kura_store::BodyStream),
+                    ),
+                    None => (
+                        ReplicatedRecord::Delete {
+                            id: id(ns, key),
+                            version,
+                        },
+                        None,
+                    ),
+                };
+                let got = store.apply_replicated(rec, body).await.unwrap();
+                let want = model.apply(
+                    ns,
+                    key,
+                    Cell {
+                        version,
+                        value: data,
+                    },
+                );
+                assert_eq!(
+                    got == Applied::Applied,
+                    want,
+                    "LWW disagreement at {version:?}"
+                );
+            }
+            Op::Evict => {
+                store.evict_to(0).await.unwrap();
+                model.cells.retain(|_, c| c.value.is_none());
+            }
+            Op::Advance { ms } => clock.advance(ms),
+            Op::Reopen => {
+                store.close().await.unwrap();
+                store = Store::open(backend.clone(), config(&clock)).await.unwrap();
+            }
+        }
+        // Invariants after every step.
+        let live: Vec<_> = model
+            .cells
+            .iter()
+            .filter(|(_, c)| c.value.is_some())
+            .collect();
+        let s = store.stats();
+        assert_eq!(s.objects, live.len() as u64, "object count");
+        assert_eq!(
+            s.bytes,
+            live.iter()
+                .map(|(_, c)| c.value.as_ref().map_or(0, Vec::len) as u64)
+                .sum::<u64>(),
+            "byte count"
+        );
+    }
+    for ((ns, key), c) in &model.cells {
+        assert_eq!(
+            read(&store, &id(*ns, *key)).await,
+            c.value.clone(),
+            "final state of {ns}/{key}"
+        );
+    }
+    for ns in 0..2 {
+        assert_eq!(
+            store
+                .namespace_tombstone(&id(ns, 0).namespace_id())
+                .unwrap(),
+            model.ns_tombs.get(&ns).copied()
+        );
+    }
+    store.close().await.unwrap();
+}
+
+fn clock_now(c: &ManualClock) -> u64 {
+    use kura_store::Clock;
+    c.now_ms()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(ops));
+    }
+}
