@@ -543,3 +543,26 @@ async fn waiter_times_out_on_the_virtual_clock() {
     assert!(matches!(err, Error::WaitTimeout { .. }), "{err:?}");
     assert_eq!(sim.now() - start, Duration::from_secs(300));
 }
+
+/// Regression (found by `proptest_state`): a `backup` during `starting`
+/// cancelled the pending transition and the server stayed `starting` forever.
+#[tokio::test]
+async fn backup_does_not_cancel_a_pending_poweron() {
+    let sim = Simulator::with_token("t");
+    let client = sim.client();
+    let api = client.instance();
+    let s = create(&client, &sim, "runner-1").await;
+    api.server_action(&zone(), &s.id, ServerAction::Poweron)
+        .await
+        .unwrap();
+    let task = api
+        .server_action(&zone(), &s.id, ServerAction::Backup)
+        .await
+        .unwrap();
+    assert_eq!(task.description, "server_backup");
+    let s = api
+        .wait_for_server(&zone(), &s.id, WaitOptions::INSTANCE)
+        .await
+        .unwrap();
+    assert_eq!(s.state, ServerState::Running);
+}

@@ -1290,7 +1290,10 @@ impl State {
         }
         let d = self.config.durations.clone();
         let now = self.now;
-        self.servers[idx].generation += 1;
+        // Only actions that change the state supersede a pending transition.
+        if !matches!(action, ServerAction::Backup | ServerAction::EnableRoutedIp) {
+            self.servers[idx].generation += 1;
+        }
         let generation = self.servers[idx].generation;
         let sid = self.servers[idx].id.clone();
         let description = match action {
