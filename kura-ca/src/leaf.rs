@@ -484,6 +484,19 @@ pub fn validate_leaf(
     expected_names: &[&str],
     now: OffsetDateTime,
 ) -> Result<LeafInfo, LeafProblem> {
+    validate_leaf_signed_by(data, trust, None, expected_names, now)
+}
+
+/// [`validate_leaf`], also requiring (when `signer` is given) that the leaf was
+/// issued by `signer`, a member of `trust`: [`LeafProblem::StaleIssuer`] if it
+/// chains to another CA of the bundle.
+pub(crate) fn validate_leaf_signed_by(
+    data: &SecretData,
+    trust: &TrustBundle,
+    signer: Option<&CertificateDer<'static>>,
+    expected_names: &[&str],
+    now: OffsetDateTime,
+) -> Result<LeafInfo, LeafProblem> {
     for key in [CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY] {
         if !data.contains_key(key) {
             return Err(LeafProblem::MissingKey { key });
@@ -521,13 +534,18 @@ pub fn validate_leaf(
             return Err(LeafProblem::MissingEku { which });
         }
     }
-    verify_chain(
-        &cert_der,
-        trust.certs(),
-        now,
-        webpki::KeyUsage::server_auth(),
-    )
-    .map_err(|reason| LeafProblem::ChainInvalid { reason })?;
+    let chain = |anchors: &[CertificateDer<'static>]| {
+        verify_chain(&cert_der, anchors, now, webpki::KeyUsage::server_auth())
+    };
+    match signer {
+        // The common case costs one verification: the leaf chains to the signer.
+        Some(s) if chain(std::slice::from_ref(s)).is_ok() => {}
+        Some(_) => {
+            chain(trust.certs()).map_err(|reason| LeafProblem::ChainInvalid { reason })?;
+            return Err(LeafProblem::StaleIssuer);
+        }
+        None => chain(trust.certs()).map_err(|reason| LeafProblem::ChainInvalid { reason })?,
+    }
     let ee = webpki::EndEntityCert::try_from(&cert_der).map_err(|e| LeafProblem::ChainInvalid {
         reason: e.to_string(),
     })?;

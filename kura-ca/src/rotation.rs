@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::ca::{AccountCa, CA_CERT_KEY, CA_KEY_KEY, CaOptions};
 use crate::error::Error;
-use crate::leaf::{IssuedLeaf, LeafInfo, LeafProblem, LeafRequest, TrustBundle, validate_leaf};
+use crate::leaf::{IssuedLeaf, LeafInfo, LeafProblem, LeafRequest, TrustBundle};
 use crate::names::AccountHandle;
 use crate::{SecretData, pem};
 
@@ -187,15 +187,13 @@ impl AccountPki {
         expected_names: &[&str],
         now: OffsetDateTime,
     ) -> Result<LeafInfo, LeafProblem> {
-        let info = validate_leaf(data, &self.trust_bundle(), expected_names, now)?;
-        crate::leaf::verify_chain(
-            &info.cert_der,
-            std::slice::from_ref(self.signing.cert_der()),
+        crate::leaf::validate_leaf_signed_by(
+            data,
+            &self.trust_bundle(),
+            Some(self.signing.cert_der()),
+            expected_names,
             now,
-            webpki::KeyUsage::server_auth(),
         )
-        .map_err(|_| LeafProblem::StaleIssuer)?;
-        Ok(info)
     }
 
     /// `Stable` → `NextPublished`: generates the next CA and adds it to the bundle.
