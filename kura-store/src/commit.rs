@@ -428,7 +428,7 @@ impl Committer {
                 .map_err(|e| Error::io("directory sync", e))?;
         }
         let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
-        txn.set_quick_repair(true);
+        txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         txn.set_durability(redb::Durability::Immediate)
             .map_err(m("set durability"))?;
         txn.commit().map_err(m("commit"))?;
@@ -539,7 +539,7 @@ impl Committer {
     ) -> Result<()> {
         let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
         if durable {
-            txn.set_quick_repair(true);
+            txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         } else {
             txn.set_durability(redb::Durability::None)
                 .map_err(m("set durability"))?;

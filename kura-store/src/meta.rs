@@ -285,3 +285,69 @@ pub struct Change {
     /// What changed.
     pub record: ReplicatedRecord,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::Hlc;
+    use crate::types::{Key, Namespace, NodeId};
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9._-]{0,10}"
+    }
+
+    fn record() -> impl Strategy<Value = ReplicatedRecord> {
+        let id = (name(), name(), "[a-z0-9/._ -]{1,20}")
+            .prop_filter_map("valid id", |(a, n, k)| ObjectId::parse(&a, &n, &k).ok())
+            .boxed();
+        let version = (any::<u64>(), any::<u64>())
+            .prop_map(|(h, n)| Version::new(Hlc(h), NodeId(n)))
+            .boxed();
+        prop_oneof![
+            (
+                id.clone(),
+                version.clone(),
+                "[ -~]{0,30}",
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                proptest::collection::vec((name(), name()), 0..3)
+            )
+                .prop_map(|(id, version, content_type, len, d, refs)| {
+                    ReplicatedRecord::Put {
+                        id,
+                        version,
+                        content_type,
+                        len,
+                        digest: Digest(d),
+                        refs: refs
+                            .into_iter()
+                            .filter_map(|(n, k)| {
+                                Some(ObjectRef::new(Namespace::new(n).ok()?, Key::new(k).ok()?))
+                            })
+                            .collect(),
+                    }
+                }),
+            (id.clone(), version.clone())
+                .prop_map(|(id, version)| ReplicatedRecord::Delete { id, version }),
+            (id, version).prop_map(|(id, version)| ReplicatedRecord::DeleteNamespace {
+                namespace: id.namespace_id(),
+                version
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn record_round_trips(rec in record()) {
+            prop_assert_eq!(ReplicatedRecord::from_bytes(&rec.to_bytes()).ok(), Some(rec));
+        }
+
+        #[test]
+        fn record_decoding_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(rec) = ReplicatedRecord::from_bytes(&bytes) {
+                prop_assert_eq!(ReplicatedRecord::from_bytes(&rec.to_bytes()).ok(), Some(rec));
+            }
+        }
+    }
+}

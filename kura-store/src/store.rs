@@ -84,6 +84,10 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// How often recorded accesses are written to the LRU index.
     pub access_flush_interval: Duration,
+    /// Persist allocator state with every durable commit (redb "quick repair"), so that
+    /// opening after a crash does not walk the whole metadata database. Costs extra
+    /// writes per commit; see `docs/store.md`.
+    pub fast_crash_recovery: bool,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             max_drift: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
             access_flush_interval: Duration::from_secs(5),
+            fast_crash_recovery: true,
         }
     }
 }
