@@ -981,7 +981,9 @@ impl Committer {
         fx: &mut Effects,
     ) -> Result<u64> {
         let mut evicted = 0;
-        while c.bytes > target {
+        // `target == 0` empties the store, including zero-length objects.
+        let over = |c: &Counters| c.bytes > target || (target == 0 && c.objects > 0);
+        while over(c) {
             let candidates: Vec<Vec<u8>> = {
                 let mut v = Vec::new();
                 for r in t.lru.iter().map_err(m("read lru"))?.take(64) {
@@ -994,7 +996,7 @@ impl Committer {
                 break;
             }
             for lk in candidates {
-                if c.bytes <= target {
+                if !over(c) {
                     break;
                 }
                 let key = lk.get(8..).unwrap_or_default();

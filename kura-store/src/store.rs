@@ -783,29 +783,27 @@ impl Store {
         let shared = self.shared().clone();
         let id = shared.next_blob.fetch_add(1, Ordering::Relaxed);
         let backend = shared.backend.clone();
-        let guard_backend = backend.clone();
-        let writer = blocking(move || -> Result<Box<dyn BlobWriter>> {
+        // The guard travels with the blocking task's result: if this future is dropped
+        // before the task finishes, tokio drops the result and the guard removes the file.
+        let (writer, guard) = blocking(move || -> Result<(Box<dyn BlobWriter>, TempGuard)> {
             let mut w = backend
                 .create_temp(id)
                 .map_err(|e| Error::io("create temp", e))?;
+            let guard = TempGuard {
+                backend,
+                id: Some(id),
+            };
             if let Some(len) = reserve {
-                if let Err(e) = w.reserve(len) {
-                    drop(w);
-                    let _ = backend.remove_temp(id);
-                    return Err(Error::io("reserve", e));
-                }
+                w.reserve(len).map_err(|e| Error::io("reserve", e))?;
             }
-            Ok(w)
+            Ok((w, guard))
         })
         .await??;
         Ok(FileStage {
             writer,
             hasher: Sha256::new(),
             pending: BytesMut::new(),
-            guard: TempGuard {
-                backend: guard_backend,
-                id: Some(id),
-            },
+            guard,
         })
     }
 
@@ -903,8 +901,9 @@ impl Store {
         }
     }
 
-    /// Evicts least-recently-used objects until at most `target_bytes` are stored.
-    /// Returns the number of objects evicted.
+    /// Evicts least-recently-used objects until at most `target_bytes` are stored
+    /// (`0` empties the store, zero-length objects included). Returns the number of
+    /// objects evicted.
     pub async fn evict_to(&self, target_bytes: u64) -> Result<u64> {
         match self.submit(Op::Evict { target_bytes }).await? {
             Outcome::Count(n) => Ok(n),
