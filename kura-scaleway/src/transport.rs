@@ -57,6 +57,105 @@ impl Clock for TokioClock {
     }
 }
 
+/// A transport that answers from a script and records what it was sent, for
+/// tests at the transport boundary (recorded exchanges, exact request checks).
+///
+/// Responses are returned in order; when the script is exhausted it answers
+/// 500 with an explanatory body.
+#[derive(Clone, Default)]
+pub struct ScriptedTransport {
+    inner: std::sync::Arc<std::sync::Mutex<Script>>,
+}
+
+#[derive(Default)]
+struct Script {
+    responses: std::collections::VecDeque<Result<http::Response<Bytes>, TransportError>>,
+    requests: Vec<http::Request<Bytes>>,
+}
+
+impl std::fmt::Debug for ScriptedTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedTransport").finish_non_exhaustive()
+    }
+}
+
+impl ScriptedTransport {
+    /// An empty script.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a response with `status`, `headers` and `body`.
+    pub fn push(&self, status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> &Self {
+        let mut builder = http::Response::builder().status(status);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let resp = builder.body(body.into()).map_err(|e| {
+            TransportError::new(
+                crate::TransportErrorKind::Other,
+                format!("bad scripted response: {e}"),
+            )
+        });
+        self.lock().responses.push_back(resp);
+        self
+    }
+
+    /// Queues a JSON response.
+    pub fn push_json(&self, status: u16, body: &str) -> &Self {
+        self.push(
+            status,
+            &[("content-type", "application/json")],
+            body.to_owned(),
+        )
+    }
+
+    /// Queues a transport failure.
+    pub fn push_error(&self, error: TransportError) -> &Self {
+        self.lock().responses.push_back(Err(error));
+        self
+    }
+
+    /// The requests sent so far.
+    pub fn requests(&self) -> Vec<http::Request<Bytes>> {
+        self.lock().requests.clone()
+    }
+
+    /// How many scripted responses are left.
+    pub fn remaining(&self) -> usize {
+        self.lock().responses.len()
+    }
+}
+
+impl Transport for ScriptedTransport {
+    fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        let next = {
+            let mut script = self.lock();
+            script.requests.push(request);
+            script.responses.pop_front()
+        };
+        Box::pin(async move {
+            match next {
+                Some(r) => r,
+                None => {
+                    let mut resp = http::Response::new(Bytes::from_static(
+                        br#"{"message":"ScriptedTransport: no response left"}"#,
+                    ));
+                    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok(resp)
+                }
+            }
+        })
+    }
+}
+
 #[cfg(feature = "http-transport")]
 pub use http_impl::HttpTransport;
 

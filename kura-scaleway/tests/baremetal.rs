@@ -174,6 +174,20 @@ async fn order_deliver_install_enable_option_attach_pn_detach_delete() {
         .await
         .unwrap();
     assert_eq!(spns[0].status, PrivateNetworkAttachmentStatus::Attached);
+    let info = &sim.baremetal_servers()[0];
+    assert_eq!(info.status, "ready");
+    assert_eq!(info.install_status.as_deref(), Some("completed"));
+    assert_eq!(
+        info.options,
+        [(
+            "Private Network".to_owned(),
+            "option_status_enable".to_owned()
+        )]
+    );
+    assert_eq!(
+        info.private_networks,
+        [(pn.id.to_string(), vlan, "attached".to_owned())]
+    );
 
     // IPAM: baremetal_private_nic rows whose resource id is the attachment.
     let ips = client

@@ -56,6 +56,14 @@ async fn create_returns_a_stopped_server_without_ip_or_nic() {
     assert!(s.dynamic_ip_required);
     assert_eq!(s.tags, vec!["capi", "kura"]);
     assert_eq!(s.volumes["0"].size, Some(50_000_000_000));
+    let info = &sim.instance_servers()[0];
+    assert_eq!(
+        (info.name.as_str(), info.state.clone()),
+        ("runner-1", ServerState::Stopped)
+    );
+    assert!(
+        info.private_networks.is_empty() && info.user_data_keys.is_empty() && !info.has_public_ip
+    );
     let ledger = sim.ledger();
     assert_eq!(ledger.live_of(BillableKind::InstanceServer).len(), 1);
     assert_eq!(ledger.live_of(BillableKind::Volume).len(), 1);

@@ -87,3 +87,26 @@ fn main() -> ExitCode {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn args(s: &str) -> impl Iterator<Item = String> {
+        s.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn parses_port_token_and_speed() {
+        let a = parse(args("--port 8080 --token abc --speed 60")).unwrap();
+        assert_eq!((a.port, a.token.as_str(), a.speed), (8080, "abc", 60.0));
+        assert!(parse(args("--port 1")).is_err(), "token required");
+        assert!(parse(args("--token t --speed 0")).is_err());
+        assert!(parse(args("--token t --port x")).is_err());
+        assert!(parse(args("--token t --bogus")).is_err());
+        assert!(parse(args("--token")).is_err());
+    }
+}

@@ -173,6 +173,50 @@ pub struct RecordedRequest {
     pub faulted: bool,
 }
 
+/// A snapshot of a simulated Instance server, for assertions in tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InstanceServerInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Zone.
+    pub zone: String,
+    /// State.
+    pub state: crate::ServerState,
+    /// State detail.
+    pub state_detail: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Private networks it has a NIC on.
+    pub private_networks: Vec<String>,
+    /// User data keys.
+    pub user_data_keys: Vec<String>,
+    /// Whether it currently has a (dynamic) public IP.
+    pub has_public_ip: bool,
+}
+
+/// A snapshot of a simulated Elastic Metal server, for assertions in tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BaremetalServerInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Zone.
+    pub zone: String,
+    /// Status, e.g. `ready`.
+    pub status: String,
+    /// Install status, when an install was requested.
+    pub install_status: Option<String>,
+    /// Options as (name, status).
+    pub options: Vec<(String, String)>,
+    /// Attached private networks as (private network id, VLAN, status).
+    pub private_networks: Vec<(String, u32, String)>,
+}
+
 /// What the simulator did with one request.
 #[derive(Debug)]
 pub struct Outcome {
@@ -355,6 +399,16 @@ impl Simulator {
             .iter()
             .find(|s| s.id == id)
             .map(|s| (s.state.clone(), s.allowed_actions()))
+    }
+
+    /// Every Instance server that exists now.
+    pub fn instance_servers(&self) -> Vec<InstanceServerInfo> {
+        self.lock().instance_infos()
+    }
+
+    /// Every Elastic Metal server that exists now (including `deleting`).
+    pub fn baremetal_servers(&self) -> Vec<BaremetalServerInfo> {
+        self.lock().baremetal_infos()
     }
 
     /// Puts an Instance server in the `locked` state (or back to `stopped`).

@@ -718,6 +718,47 @@ impl State {
         }
     }
 
+    pub(super) fn instance_infos(&self) -> Vec<super::InstanceServerInfo> {
+        self.servers
+            .iter()
+            .map(|s| super::InstanceServerInfo {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                zone: s.zone.clone(),
+                state: s.state.clone(),
+                state_detail: s.state_detail.to_owned(),
+                tags: s.tags.clone(),
+                private_networks: s.nics.iter().map(|n| n.pn_id.clone()).collect(),
+                user_data_keys: s.user_data.keys().cloned().collect(),
+                has_public_ip: s.dynamic_ip.is_some(),
+            })
+            .collect()
+    }
+
+    pub(super) fn baremetal_infos(&self) -> Vec<super::BaremetalServerInfo> {
+        self.em_servers
+            .iter()
+            .map(|s| super::BaremetalServerInfo {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                zone: s.zone.clone(),
+                status: s.status.to_owned(),
+                install_status: s.install.as_ref().map(|i| i.status.to_owned()),
+                options: s
+                    .options
+                    .iter()
+                    .map(|o| (o.name.clone(), o.status.to_owned()))
+                    .collect(),
+                private_networks: self
+                    .spns
+                    .iter()
+                    .filter(|p| p.server_id == s.id)
+                    .map(|p| (p.pn_id.clone(), p.vlan, p.status.to_owned()))
+                    .collect(),
+            })
+            .collect()
+    }
+
     pub(super) fn set_locked(&mut self, id: &str, locked: bool) -> bool {
         let Some(idx) = self.servers.iter().position(|s| s.id == id) else {
             return false;
