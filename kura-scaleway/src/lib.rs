@@ -136,6 +136,9 @@ mod vpc;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+/// The `http` crate, whose types appear in this crate's API.
+pub use http;
+
 pub use baremetal::{
     BaremetalApi, BaremetalIp, BaremetalServer, CreateBaremetalServerRequest, Install,
     InstallRequest, Offer, OfferOption, Os, PrivateNetworkOptionInfo, ServerOption,

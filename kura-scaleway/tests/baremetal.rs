@@ -352,4 +352,22 @@ async fn power_and_reinstall() {
     assert_eq!(found.id, s.id);
     let listed = em.set_private_networks(&zone(), &s.id, &[]).await.unwrap();
     assert!(listed.is_empty());
+    // Disable the option: disabling, then gone.
+    let pn_option = s.options[0].id.clone();
+    let disabling = em.delete_option(&zone(), &s.id, &pn_option).await.unwrap();
+    assert_eq!(disabling.options[0].status, OptionStatus::Disabling);
+    sim.advance(Duration::from_secs(600));
+    assert!(
+        em.get_server(&zone(), &s.id)
+            .await
+            .unwrap()
+            .options
+            .is_empty()
+    );
+    assert!(
+        em.delete_option(&zone(), &s.id, &pn_option)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }

@@ -574,3 +574,78 @@ async fn backup_does_not_cancel_a_pending_poweron() {
         .unwrap();
     assert_eq!(s.state, ServerState::Running);
 }
+
+#[tokio::test]
+async fn update_server_and_nic_and_delete_leftover_volume() {
+    let sim = Simulator::with_token("t");
+    let client = sim.client();
+    let api = client.instance();
+    let s = create(&client, &sim, "runner-1").await;
+    let req = kura_scaleway::UpdateServerRequest {
+        name: Some("runner-1b".into()),
+        tags: Some(vec!["x".into()]),
+        ..Default::default()
+    };
+    let updated = api.update_server(&zone(), &s.id, &req).await.unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.tags.clone()),
+        ("runner-1b", vec!["x".to_owned()])
+    );
+
+    let pn = pn(&client, &sim, "kura").await;
+    let nic = api.ensure_private_nic(&zone(), &s.id, &pn).await.unwrap();
+    let nic = api
+        .update_private_nic(&zone(), &s.id, &nic.id, &["k=v".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(nic.tags, vec!["k=v"]);
+    assert_eq!(
+        api.get_private_nic(&zone(), &s.id, &nic.id)
+            .await
+            .unwrap()
+            .tags,
+        vec!["k=v"]
+    );
+
+    // IPAM pagination (page_size style) across two pages: IPv4 + IPv6.
+    let req = ListIpsRequest {
+        page_size: Some(1),
+        ..ListIpsRequest::default()
+    };
+    let mut pages = client.ipam().list_ips(&zone().region(), &req);
+    let mut n = 0;
+    while let Some(page) = pages.next_page().await {
+        assert_eq!(page.unwrap().len(), 1);
+        n += 1;
+    }
+    assert_eq!(n, 2);
+
+    // DELETE (not terminate) detaches the root volume, which stays billed.
+    api.delete_private_nic(&zone(), &s.id, &nic.id)
+        .await
+        .unwrap();
+    api.delete_server(&zone(), &s.id).await.unwrap();
+    let vol = s.volumes["0"].id.clone();
+    assert_eq!(sim.ledger().live_of(BillableKind::Volume).len(), 1);
+    api.delete_volume(&zone(), &vol).await.unwrap();
+    assert!(sim.ledger().live_of(BillableKind::Volume).is_empty());
+    assert!(
+        api.delete_volume(&zone(), &vol)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[tokio::test]
+async fn attached_volume_cannot_be_deleted() {
+    let sim = Simulator::with_token("t");
+    let client = sim.client();
+    let s = create(&client, &sim, "runner-1").await;
+    let err = client
+        .block()
+        .delete_volume(&zone(), &s.volumes["0"].id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PreconditionFailed { .. }), "{err:?}");
+}

@@ -16,6 +16,47 @@
 //!
 //! The behaviours, and the choices made where the real API's behaviour is
 //! unknown, are listed in `docs/scaleway.md`.
+//!
+//! # Example: a lost response must not cost a second server
+//!
+//! ```
+//! use kura_scaleway::http::Method;
+//! use kura_scaleway::sim::{BillableKind, Fault, Simulator};
+//! use kura_scaleway::{CreateServerRequest, WaitOptions, Zone};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let sim = Simulator::with_token("t");
+//! let client = sim.client();
+//! let zone = Zone::new("fr-par-1")?;
+//! let image = client
+//!     .marketplace()
+//!     .find_local_image(&zone, "ubuntu_noble", &"PRO2-S".into(), "instance_sbs")
+//!     .await?;
+//! let req = CreateServerRequest::new("machine-a", "PRO2-S", image.id, sim.project_id());
+//!
+//! // The create is applied, but its response never arrives.
+//! sim.inject(Fault::on(Method::POST, "/servers").drop_response());
+//! assert!(client.instance().create_server(&zone, &req).await.is_err());
+//!
+//! // A reconciler looks up by name before creating again.
+//! let server = match client.instance().find_server_by_name(&zone, "machine-a", None).await? {
+//!     Some(server) => server,
+//!     None => client.instance().create_server(&zone, &req).await?,
+//! };
+//!
+//! // Power on and delete; a 40-minute wait would take no real time either.
+//! client.instance().ensure_powered_on(&zone, &server.id).await?;
+//! client.instance().delete_server_and_wait(&zone, &server.id, WaitOptions::INSTANCE).await?;
+//!
+//! let ledger = sim.ledger();
+//! assert_eq!(ledger.max_concurrent(BillableKind::InstanceServer, "machine-a"), 1);
+//! assert!(ledger.live_of(BillableKind::InstanceServer).is_empty());
+//! // The SBS root volume outlives its server and is still billed.
+//! assert_eq!(ledger.live_of(BillableKind::Volume).len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod clock;
 mod fault;
