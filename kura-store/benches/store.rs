@@ -190,10 +190,11 @@ fn main() {
             .await;
             let st = store.stats();
             println!(
-                "put 4KiB durable, {writers:>2} writers: kura-store {ours:>9.0} ops/s | naive {naive:>8.0} ops/s | ratio {:.1}x | avg batch {:.1}, max batch {}",
+                "put 4KiB durable, {writers:>2} writers: kura-store {ours:>9.0} ops/s | naive {naive:>8.0} ops/s | ratio {:.1}x | avg batch {:.1}, max batch {}, avg commit {:.2} ms",
                 ours / naive,
                 st.committed_ops as f64 / st.commits.max(1) as f64,
-                st.max_batch
+                st.max_batch,
+                st.commit_micros as f64 / 1000.0 / st.commits.max(1) as f64
             );
             store.close().await.unwrap();
         }

@@ -461,7 +461,12 @@ impl Committer {
         let mut results: Vec<Result<Outcome>> = Vec::with_capacity(n);
         let mut counters = self.counters;
         let durable = self.durable_each_batch();
+        let started = Instant::now();
         let res = self.try_batch(&cmds, &mut fx, &mut results, &mut counters, durable);
+        self.shared.stats.commit_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let b = self.shared.backend.clone();
         match res {
             Ok(()) => {

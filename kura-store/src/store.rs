@@ -214,6 +214,8 @@ pub struct Stats {
     pub committed_ops: u64,
     /// Largest batch.
     pub max_batch: u64,
+    /// Total time spent in group commits (metadata transaction, renames, fsyncs), in µs.
+    pub commit_micros: u64,
     /// Histogram of batch sizes: bucket `i` counts batches of `2^i ..= 2^(i+1)-1` operations
     /// (the last bucket is open-ended).
     pub batch_histogram: [u64; 8],
@@ -232,6 +234,7 @@ pub(crate) struct StatCounters {
     pub(crate) corrupt: AtomicU64,
     commits: AtomicU64,
     ops: AtomicU64,
+    pub(crate) commit_micros: AtomicU64,
     max_batch: AtomicU64,
     hist: [AtomicU64; 8],
     recovered_temp: AtomicU64,
@@ -1341,6 +1344,7 @@ impl Store {
             commits: st.commits.load(Ordering::Relaxed),
             committed_ops: st.ops.load(Ordering::Relaxed),
             max_batch: st.max_batch.load(Ordering::Relaxed),
+            commit_micros: st.commit_micros.load(Ordering::Relaxed),
             batch_histogram: hist,
             last_seq: s.seq.load(Ordering::Relaxed),
             recovered_temp_files: st.recovered_temp.load(Ordering::Relaxed),

@@ -322,7 +322,7 @@ async fn fault_at_every_put_step_leaves_no_trace() {
     let (backend, faults) = FaultyBackend::new(MemBackend::default());
     let store = Store::open(backend.clone(), cfg()).await.unwrap();
     faults.take_hits();
-    let data = pattern(5, 600_000);
+    let data = pattern(5, 300_000);
     store
         .put_bytes(oid("cas", "probe"), data.clone())
         .await
@@ -345,6 +345,12 @@ async fn fault_at_every_put_step_leaves_no_trace() {
     let mut cases = Vec::new();
     for (i, p) in steps.iter().enumerate() {
         let nth = steps[..i].iter().filter(|q| *q == p).count() as u64;
+        let hits = steps.iter().filter(|q| *q == p).count() as u64;
+        // redb writes many pages per commit; its first two and last two writes stand for
+        // the rest (every other step is tested at every hit).
+        if *p == FaultPoint::MetadataWrite && nth >= 2 && nth + 2 < hits {
+            continue;
+        }
         cases.push((*p, nth, FaultKind::Error));
         cases.push((*p, nth, FaultKind::NoSpace));
         if *p == FaultPoint::Write {
