@@ -1,0 +1,297 @@
+//! Request bodies into the store, objects out of it: limits, stall timeouts,
+//! `Range`, `ETag` and `HEAD`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::Stream;
+use kura_store::{Object, ObjectMeta};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::ApiError;
+
+/// The declared `Content-Length`, if any (400 when unparsable).
+pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("invalid Content-Length")),
+    }
+}
+
+/// Rejects a declared length over `limit` with 413 before any byte is read.
+pub fn check_declared(len: Option<u64>, limit: u64) -> Result<(), ApiError> {
+    match len {
+        Some(n) if n > limit => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body of {n} bytes exceeds the limit of {limit} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Marker error inside the body stream: the body exceeded its limit.
+#[derive(Debug)]
+pub struct OverLimit(pub u64);
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "body exceeds the limit of {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+/// Marker error inside the body stream: the client stalled.
+#[derive(Debug)]
+pub struct Stalled(pub Duration);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no body bytes received for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// A request body as a byte stream for the store: at most `limit` bytes, and
+/// cut when no bytes arrive for `stall`.
+pub struct LimitedBody {
+    inner: axum::body::BodyDataStream,
+    limit: u64,
+    seen: u64,
+    stall: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl LimitedBody {
+    /// Wraps an axum request body.
+    pub fn new(body: Body, limit: u64, stall: Duration) -> Self {
+        Self {
+            inner: body.into_data_stream(),
+            limit,
+            seen: 0,
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+        }
+    }
+}
+
+impl Stream for LimitedBody {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.seen += chunk.len() as u64;
+                if this.seen > this.limit {
+                    return Poll::Ready(Some(Err(io::Error::other(OverLimit(this.limit)))));
+                }
+                let deadline = Instant::now() + this.stall;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    Stalled(this.stall),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Maps a failed store write whose cause was the body stream to the right status.
+pub fn write_error(err: kura_store::Error) -> ApiError {
+    use std::error::Error as _;
+    let mut source = err.source();
+    while let Some(s) = source {
+        if let Some(o) = s.downcast_ref::<OverLimit>() {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, o.to_string());
+        }
+        if let Some(t) = s.downcast_ref::<Stalled>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, t.to_string());
+        }
+        source = s.source();
+    }
+    ApiError::from_store(&err)
+}
+
+/// The strong ETag of an object: its SHA-256.
+pub fn etag(meta: &ObjectMeta) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", meta.digest.to_hex()))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+/// A parsed single `Range: bytes=` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No (usable) range: serve the whole object.
+    Full,
+    /// Serve `start..end` (end exclusive).
+    Partial(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header against an object of `len` bytes. Multiple ranges
+/// and unknown units are ignored (the whole object is served, as RFC 9110
+/// allows).
+pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeRequest::Full,
+        (true, false) => match parse(b) {
+            // Suffix range: the last n bytes.
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Partial(len.saturating_sub(n), len),
+            None => RangeRequest::Full,
+        },
+        (false, _) => {
+            let Some(start) = parse(a) else {
+                return RangeRequest::Full;
+            };
+            let end = if b.is_empty() {
+                Some(len.saturating_sub(1))
+            } else {
+                parse(b)
+            };
+            match end {
+                None => RangeRequest::Full,
+                Some(_) if start >= len => RangeRequest::Unsatisfiable,
+                Some(end) if end < start => RangeRequest::Full,
+                Some(end) => RangeRequest::Partial(start, end.min(len.saturating_sub(1)) + 1),
+            }
+        }
+    }
+}
+
+/// Options for serving an object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Serve {
+    /// `HEAD`: headers only.
+    pub head: bool,
+}
+
+/// Builds the response for a stored object: `ETag`, `Content-Length`,
+/// `Accept-Ranges`, `If-None-Match` → 304, `Range` → 206/416, and a body that
+/// streams from the store verifying checksums (a mismatch aborts the stream, so
+/// a client never receives bad bytes as a complete response).
+pub fn serve_object(
+    object: Object,
+    req_headers: &HeaderMap,
+    content_type: &str,
+    opts: Serve,
+) -> Result<Response, ApiError> {
+    let meta = object.meta().clone();
+    let tag = etag(&meta);
+    if let Some(inm) = req_headers.get(header::IF_NONE_MATCH) {
+        if inm.as_bytes() == tag.as_bytes() || inm.as_bytes() == b"*" {
+            let mut r = StatusCode::NOT_MODIFIED.into_response();
+            r.headers_mut().insert(header::ETAG, tag);
+            return Ok(r);
+        }
+    }
+    let range = parse_range(
+        req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        meta.len,
+    );
+    let (status, start, end) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, meta.len),
+        RangeRequest::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
+        RangeRequest::Unsatisfiable => {
+            let mut r = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.len)) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+    };
+    let body = if opts.head {
+        Body::empty()
+    } else {
+        let reader = if status == StatusCode::OK {
+            object.reader()
+        } else {
+            object.range_reader(start..end)?
+        };
+        let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok::<Bytes, kura_store::Error>(chunk), reader)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "aborting response: object failed verification");
+                    Some((Err(e), reader))
+                }
+            }
+        });
+        Body::from_stream(stream)
+    };
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, tag)
+        .body(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            start,
+            end.saturating_sub(1),
+            meta.len
+        )) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), Partial(0, 5));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Partial(5, 10));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Partial(7, 10));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), Partial(0, 10));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Partial(8, 10));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=x-1"), 10), Full);
+    }
+}

@@ -1,0 +1,152 @@
+//! `kurad`: parse configuration, open the store, serve, shut down cleanly.
+//! Exit codes: 0 after a clean shutdown, 2 for configuration errors, 1 for
+//! runtime failures.
+#![allow(clippy::print_stderr, clippy::print_stdout)] // a binary reports to its terminal
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kurad::config::{Args, Config, LogFormat};
+use kurad::{AppState, Server};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match args.validate() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("kurad: invalid configuration:");
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let tokens = match &config.auth_tokens_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| kurad::auth::Tokens::parse(&t).map_err(|e| e.to_string()))
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("kurad: invalid configuration:");
+                eprintln!(
+                    "  KURA_AUTH_TOKENS_FILE (--auth-tokens-file): {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kurad: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, tokens)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kurad: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    std::fs::create_dir_all(&config.tmp_dir).with_context(|| {
+        format!(
+            "cannot create the temporary directory {}",
+            config.tmp_dir.display()
+        )
+    })?;
+    let backend = kura_store::FsBackend::open(&config.data_dir)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let mut store_config = kura_store::Config::default();
+    store_config.capacity = config.capacity;
+    store_config.durability = config.durability;
+    let store = kura_store::Store::open(backend, store_config)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let state = AppState::new(store.clone(), config, tokens);
+    let server = Server::bind(state.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+    let addr = server.local_addr()?;
+    print_banner(addr, &state.config);
+    server.serve(shutdown_signal()).await;
+    drop(state);
+    store
+        .close()
+        .await
+        .context("flushing the store at shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_banner(addr: std::net::SocketAddr, config: &Config) {
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    println!(
+        "kurad listening on http://{addr} (data: {})",
+        config.data_dir.display()
+    );
+    println!(
+        "  gradle:  buildCache {{ remote(HttpBuildCache) {{ url = 'http://{host}/cache/'; push = true }} }}"
+    );
+    println!("  bazel:   --remote_cache=http://{host}/bazel");
+    println!("  ccache:  CCACHE_REMOTE_STORAGE='http://{host}/ccache' CCACHE_REMOTE_ONLY=true");
+    println!("  turbo:   TURBO_API=http://{host} TURBO_TOKEN=<token> TURBO_TEAM=<team>");
+    println!("  nx:      NX_SELF_HOSTED_REMOTE_CACHE_SERVER=http://{host}");
+    println!("  other namespaces: http://{host}/ns/<namespace>/… ; metrics: http://{host}/metrics");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("signal received");
+}

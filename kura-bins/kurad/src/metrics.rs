@@ -1,0 +1,235 @@
+//! Prometheus metrics, with the metric names of the node we replace.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `kura_http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route template.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels with only the route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route template.
+    pub route: String,
+}
+
+/// Labels of the artifact counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArtifactLabels {
+    /// Protocol kind (`gradle`, `bazel_cas`, …).
+    pub kind: &'static str,
+    /// `hit`, `miss`, `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// Labels of `kura_node_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Region.
+    pub region: String,
+    /// Tenant id.
+    pub tenant_id: String,
+}
+
+/// Labels of per-token counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Non-secret token label.
+    pub token: String,
+    /// `read` or `write`.
+    pub op: &'static str,
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// All metrics of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    /// `kura_http_requests_total`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `kura_http_request_duration_seconds`.
+    pub durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `kura_artifact_reads_total`.
+    pub reads: Family<ArtifactLabels, Counter>,
+    /// `kura_artifact_writes_total`.
+    pub writes: Family<ArtifactLabels, Counter>,
+    /// `kura_artifact_read_bytes_total`.
+    pub read_bytes: Family<ArtifactLabels, Counter>,
+    /// `kura_artifact_write_bytes_total`.
+    pub write_bytes: Family<ArtifactLabels, Counter>,
+    /// `kura_token_requests_total`.
+    pub token_requests: Family<TokenLabels, Counter>,
+    /// `kura_store_objects`.
+    pub store_objects: Gauge,
+    /// `kura_store_bytes`.
+    pub store_bytes: Gauge,
+    /// `kura_store_evictions_total` (mirrors the store's counter).
+    pub store_evictions: Gauge,
+    /// `kura_store_corrupt_objects_total` (mirrors the store's counter).
+    pub store_corrupt: Gauge,
+    /// `kura_process_resident_memory_bytes`.
+    pub rss: Gauge,
+    /// `kura_http_requests_in_flight`.
+    pub in_flight: Gauge,
+    /// `kura_http_requests_rejected_total` (overload 503s).
+    pub rejected: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(region: &str, tenant_id: &str) -> Self {
+        let mut registry = Registry::with_prefix("kura");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let durations = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            request_histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            durations.clone(),
+        );
+        let reads = Family::<ArtifactLabels, Counter>::default();
+        registry.register(
+            "artifact_reads",
+            "Artifact reads by kind and result",
+            reads.clone(),
+        );
+        let writes = Family::<ArtifactLabels, Counter>::default();
+        registry.register(
+            "artifact_writes",
+            "Artifact writes by kind and result",
+            writes.clone(),
+        );
+        let read_bytes = Family::<ArtifactLabels, Counter>::default();
+        registry.register(
+            "artifact_read_bytes",
+            "Artifact bytes served",
+            read_bytes.clone(),
+        );
+        let write_bytes = Family::<ArtifactLabels, Counter>::default();
+        registry.register(
+            "artifact_write_bytes",
+            "Artifact bytes stored",
+            write_bytes.clone(),
+        );
+        let token_requests = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "Authenticated requests per token",
+            token_requests.clone(),
+        );
+        let node_info = Family::<NodeLabels, Gauge>::default();
+        node_info
+            .get_or_create(&NodeLabels {
+                region: region.to_owned(),
+                tenant_id: tenant_id.to_owned(),
+            })
+            .set(1);
+        registry.register("node_info", "Node identity", node_info);
+        let store_objects = Gauge::default();
+        registry.register(
+            "store_objects",
+            "Objects in the store",
+            store_objects.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Bytes of object content in the store",
+            store_bytes.clone(),
+        );
+        let store_evictions = Gauge::default();
+        registry.register(
+            "store_evictions_total",
+            "Objects evicted since start",
+            store_evictions.clone(),
+        );
+        let store_corrupt = Gauge::default();
+        registry.register(
+            "store_corrupt_objects_total",
+            "Corrupt objects found since start",
+            store_corrupt.clone(),
+        );
+        let rss = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident set size",
+            rss.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        let rejected = Counter::default();
+        registry.register(
+            "http_requests_rejected",
+            "Requests rejected with 503 (overload)",
+            rejected.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            reads,
+            writes,
+            read_bytes,
+            write_bytes,
+            token_requests,
+            store_objects,
+            store_bytes,
+            store_evictions,
+            store_corrupt,
+            rss,
+            in_flight,
+            rejected,
+        }
+    }
+
+    /// Refreshes the store gauges and renders the OpenMetrics text.
+    pub fn render(&self, stats: &kura_store::Stats) -> String {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.store_objects.set(clamp(stats.objects));
+        self.store_bytes.set(clamp(stats.bytes));
+        self.store_evictions.set(clamp(stats.evictions));
+        self.store_corrupt.set(clamp(stats.corrupt_objects));
+        self.rss.set(clamp(resident_memory_bytes()));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (0 where unavailable).
+pub fn resident_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
