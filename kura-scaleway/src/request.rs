@@ -284,6 +284,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn component_encoding_round_trips(s in ".{0,40}") {
+            proptest::prop_assert_eq!(decode_component(&encode_component(&s)), s.clone());
+            let q = ApiRequest::get("/x".into()).query(&s, &s).path_and_query();
+            let pairs = parse_query(q.split_once('?').map_or("", |(_, q)| q));
+            proptest::prop_assert_eq!(pairs, vec![(s.clone(), s)]);
+        }
+
+        #[test]
+        fn decoding_arbitrary_text_never_panics(s in "[%+a-f0-9&=]{0,40}|.{0,40}") {
+            let _ = parse_query(&s);
+            let _ = decode_component(&s);
+        }
+    }
+
     #[test]
     fn query_round_trip() {
         let pairs = parse_query("a=1&b=x%2Cy&c=%E2%9C%93&d&e=%zz&f=%4");

@@ -649,3 +649,32 @@ async fn attached_volume_cannot_be_deleted() {
         .unwrap_err();
     assert!(matches!(err, Error::PreconditionFailed { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn real_clock_mode_runs_transitions_without_advance() {
+    use kura_scaleway::sim::{ClockMode, SimConfig};
+    // A million times faster than real time: a 6 s power-on takes 6 µs.
+    let sim = Simulator::new(SimConfig::new("t").clock(ClockMode::Real { speed: 1_000_000.0 }));
+    let client = sim.client();
+    let s = create(&client, &sim, "runner-1").await;
+    client
+        .instance()
+        .server_action(&zone(), &s.id, ServerAction::Poweron)
+        .await
+        .unwrap();
+    // Wait on the condition with a deadline (no advance, no fixed sleep).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = client
+            .instance()
+            .get_server(&zone(), &s.id)
+            .await
+            .unwrap()
+            .state;
+        if state == ServerState::Running {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {state}");
+        tokio::task::yield_now().await;
+    }
+}
