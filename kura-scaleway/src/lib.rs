@@ -115,7 +115,7 @@
 //!
 //! # Simulator
 //!
-//! See [`sim`] (feature `sim`): `Simulator::client()` in process,
+//! See the `sim` module (feature `sim`): `Simulator::client()` in process,
 //! `Simulator::serve(port)` over HTTP, or the `kura-scaleway-sim` binary.
 //! `docs/scaleway.md` in the repository lists what the real API does and what
 //! the simulator reproduces.

@@ -309,3 +309,38 @@ async fn exhausted_script_is_a_500() {
     assert_eq!(err.status(), Some(500));
     assert_eq!(t.remaining(), 0);
 }
+
+/// Reconcilers run on multi-threaded runtimes: every future must be `Send`.
+#[test]
+fn futures_are_send_and_types_are_sync() {
+    fn send<T: Send>(_: &T) {}
+    fn sync<T: Send + Sync>() {}
+    sync::<Client>();
+    sync::<Error>();
+    sync::<kura_scaleway::sim::Simulator>();
+    let c = client(&ScriptedTransport::new());
+    let zone = Zone::new("fr-par-1").unwrap();
+    let region = zone.region();
+    let id = "x".into();
+    send(&c.instance().get_server(&zone, &id));
+    send(&c.instance().delete_server_step(&zone, &id));
+    send(
+        &c.instance()
+            .delete_server_and_wait(&zone, &id, kura_scaleway::WaitOptions::INSTANCE),
+    );
+    send(&c.instance().ensure_private_nic(&zone, &id, &"pn".into()));
+    send(
+        &c.vpc()
+            .ensure_private_network(&region, &"p".into(), "n", None, &[]),
+    );
+    send(
+        &c.baremetal()
+            .ensure_pn_attached(&zone, &"s".into(), &"pn".into()),
+    );
+    send(&c.baremetal().wait_for_install(
+        &zone,
+        &"s".into(),
+        kura_scaleway::WaitOptions::BAREMETAL,
+    ));
+    send(&c.ipam().list_all_ips(&region, &ListIpsRequest::default()));
+}
