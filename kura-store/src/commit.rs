@@ -184,6 +184,9 @@ struct Tables<'t> {
     summary: Table<'t, &'static [u8], &'static [u8]>,
     buckets: Table<'t, &'static [u8], &'static [u8]>,
     state: Table<'t, &'static str, u64>,
+    /// Summary-node XOR deltas of this batch, written once at the end (a batch of writes to
+    /// one namespace shares its upper nodes).
+    summary_delta: HashMap<Vec<u8>, NodeHash>,
 }
 
 fn m<T>(op: &'static str) -> impl FnOnce(T) -> Error
@@ -208,6 +211,7 @@ impl<'t> Tables<'t> {
             summary: txn.open_table(SUMMARY).map_err(m(o))?,
             buckets: txn.open_table(BUCKETS).map_err(m(o))?,
             state: txn.open_table(STATE).map_err(m(o))?,
+            summary_delta: HashMap::new(),
         })
     }
 
@@ -245,18 +249,28 @@ impl<'t> Tables<'t> {
         }
     }
 
-    /// XORs `h` into every node on the path of `key` in its namespace's summary tree.
-    fn summary_xor(&mut self, ns_prefix: &[u8], key: &Key, h: &NodeHash) -> Result<()> {
+    /// XORs `h` into every node on the path of `key` in its namespace's summary tree
+    /// (buffered until [`Tables::flush_summary`]).
+    fn summary_xor(&mut self, ns_prefix: &[u8], key: &Key, h: &NodeHash) {
         let leaf = summary::leaf_of(key);
         for level in 0..=DEPTH {
             let k = summary_key(ns_prefix, level, summary::ancestor(leaf, level));
+            summary::xor_into(self.summary_delta.entry(k).or_insert([0; 32]), h);
+        }
+    }
+
+    fn flush_summary(&mut self) -> Result<()> {
+        for (k, h) in std::mem::take(&mut self.summary_delta) {
+            if h == [0; 32] {
+                continue;
+            }
             let mut cur: NodeHash = [0; 32];
             if let Some(g) = self.summary.get(k.as_slice()).map_err(m("read summary"))? {
                 if g.value().len() == 32 {
                     cur.copy_from_slice(g.value());
                 }
             }
-            summary::xor_into(&mut cur, h);
+            summary::xor_into(&mut cur, &h);
             if cur == [0; 32] {
                 self.summary
                     .remove(k.as_slice())
@@ -281,7 +295,7 @@ impl<'t> Tables<'t> {
             summary::xor_into(&mut h, &summary::entry_hash(&id.key, n));
         }
         if h != [0; 32] {
-            self.summary_xor(&ns, &id.key, &h)?;
+            self.summary_xor(&ns, &id.key, &h);
         }
         let mut bk = bucket_prefix(&ns, summary::leaf_of(&id.key));
         bk.extend_from_slice(id.key.as_str().as_bytes());
@@ -558,6 +572,7 @@ impl Committer {
                     Err(e) => return Err(e),
                 }
             }
+            t.flush_summary()?;
             t.save_counters(c)?;
         }
         let b = &self.shared.backend;
