@@ -70,6 +70,8 @@ async fn create_returns_a_stopped_server_without_ip_or_nic() {
     let log = sim.requests();
     let post = log.iter().find(|r| r.method == http::Method::POST).unwrap();
     assert_eq!(post.status, 201);
+    let body: serde_json::Value = serde_json::from_slice(&post.body).unwrap();
+    assert!(body.get("user_data").is_none() && body.get("private_nics").is_none());
 }
 
 #[tokio::test]
@@ -140,6 +142,26 @@ async fn power_cycle_follows_allowed_actions_and_dynamic_ip_lives_while_running(
         .unwrap();
     assert_eq!(running.state, ServerState::Running);
     assert!(running.public_ipv4().is_some());
+    // The dynamic IP is a zonal IPAM row of the server.
+    let zonal = ListIpsRequest {
+        source: Some(IpSource::Zonal(zone())),
+        ..ListIpsRequest::default()
+    };
+    let rows = client
+        .ipam()
+        .list_all_ips(&zone().region(), &zonal)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].ipv4(), running.public_ipv4());
+    assert_eq!(
+        rows[0].source.as_ref().unwrap().zonal.as_deref(),
+        Some("fr-par-1")
+    );
+    assert_eq!(
+        rows[0].resource.as_ref().unwrap().resource_type,
+        ResourceType::InstanceServer
+    );
     // poweron on running: refused.
     assert!(matches!(
         api.server_action(&zone(), &s.id, ServerAction::Poweron)
@@ -161,6 +183,14 @@ async fn power_cycle_follows_allowed_actions_and_dynamic_ip_lives_while_running(
         .unwrap();
     assert_eq!(stopped.state, ServerState::Stopped);
     assert!(stopped.public_ips.is_empty());
+    assert!(
+        client
+            .ipam()
+            .list_all_ips(&zone().region(), &zonal)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let ledger = sim.ledger();
     let ips = ledger.created_of(BillableKind::PublicIp);
     assert_eq!(ips.len(), 1);

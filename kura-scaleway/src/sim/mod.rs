@@ -206,6 +206,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Raw query string.
     pub query: String,
+    /// Request body.
+    pub body: Bytes,
     /// Status answered (also when the response was then dropped).
     pub status: u16,
     /// When (simulator clock).

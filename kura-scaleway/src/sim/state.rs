@@ -217,6 +217,8 @@ struct IpamIp {
     mac: String,
     resource_name: String,
     created: Duration,
+    /// Zone of a zonal (public) IP; private IPs have a subnet instead.
+    zonal: Option<String>,
 }
 
 struct EmOption {
@@ -584,6 +586,7 @@ impl State {
                         self.set_inst_state(idx, ServerState::Stopped, "");
                         if let Some(ip) = self.servers[idx].dynamic_ip.take() {
                             self.ledger.close(BillableKind::PublicIp, &ip.id, now);
+                            self.ips.retain(|row| row.id != ip.id);
                         }
                     }
                     InstTarget::StoppedInPlace => {
@@ -697,6 +700,7 @@ impl State {
         self.ledger.close(BillableKind::InstanceServer, &s.id, now);
         if let Some(ip) = &s.dynamic_ip {
             self.ledger.close(BillableKind::PublicIp, &ip.id, now);
+            self.ips.retain(|row| row.id != ip.id);
         }
         let nic_ids: Vec<&str> = s.nics.iter().map(|n| n.id.as_str()).collect();
         self.ips
@@ -815,6 +819,7 @@ impl State {
             method,
             path,
             query,
+            body: req.body().clone(),
             status: response.status().as_u16(),
             at: now,
             faulted,
@@ -1347,9 +1352,27 @@ impl State {
                     let name = self.servers[idx].name.clone();
                     self.ledger
                         .open(BillableKind::PublicIp, &ip_id, &name, zone, now);
+                    let address = format!("163.172.{}.{}", (n / 250) % 250, 2 + n % 250);
+                    let s = &self.servers[idx];
+                    self.ips.push(IpamIp {
+                        id: ip_id.clone(),
+                        address: format!("{address}/32"),
+                        is_ipv6: false,
+                        project: s.project.clone(),
+                        region: region_of(zone),
+                        subnet_id: String::new(),
+                        pn_id: String::new(),
+                        vpc_id: String::new(),
+                        resource_type: "instance_server",
+                        resource_id: s.id.clone(),
+                        mac: s.mac.to_ascii_uppercase(),
+                        resource_name: s.name.clone(),
+                        created: now,
+                        zonal: Some(zone.to_owned()),
+                    });
                     self.servers[idx].dynamic_ip = Some(DynIp {
                         id: ip_id,
-                        address: format!("163.172.{}.{}", (n / 250) % 250, 2 + n % 250),
+                        address,
                         attached: false,
                     });
                 }
@@ -1538,6 +1561,7 @@ impl State {
                 mac: mac.to_ascii_uppercase(),
                 resource_name: name.to_owned(),
                 created: now,
+                zonal: None,
             });
         }
         out
@@ -1754,7 +1778,10 @@ impl State {
             .ips
             .iter()
             .filter(|ip| ip.region == region)
-            .filter(|_| q.get("zonal").is_none())
+            .filter(|ip| {
+                q.get("zonal")
+                    .is_none_or(|z| ip.zonal.as_deref() == Some(z))
+            })
             .filter(|_| regional != Some(true))
             .filter(|ip| q.get("private_network_id").is_none_or(|x| ip.pn_id == x))
             .filter(|ip| q.get("subnet_id").is_none_or(|x| ip.subnet_id == x))
@@ -1786,9 +1813,10 @@ impl State {
             .into_iter()
             .map(|ip| {
                 json!({"id":ip.id,"address":ip.address,"project_id":ip.project,"is_ipv6":ip.is_ipv6,
-                    "created_at":self.ts(ip.created),"updated_at":self.ts(ip.created),"source":{"subnet_id":ip.subnet_id},
+                    "created_at":self.ts(ip.created),"updated_at":self.ts(ip.created),
+                    "source": match &ip.zonal { Some(z) => json!({"zonal": z}), None => json!({"subnet_id": ip.subnet_id}) },
                     "resource":{"type":ip.resource_type,"id":ip.resource_id,"mac_address":ip.mac,"name":ip.resource_name},
-                    "tags":[],"reverses":[],"region":ip.region,"zone":null})
+                    "tags":[],"reverses":[],"region":ip.region,"zone":ip.zonal})
             })
             .collect();
         Ok(json_resp(200, json!({"total_count":total,"ips":items})))
