@@ -75,6 +75,8 @@ pub(super) async fn serve(sim: Simulator, port: u16) -> std::io::Result<SimServe
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors or similar: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             let sim = sim.clone();
