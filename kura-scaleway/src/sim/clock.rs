@@ -50,7 +50,10 @@ impl SimClockState {
                 } else {
                     1.0
                 };
-                inner.offset + inner.origin.elapsed().mul_f64(speed)
+                let scaled =
+                    Duration::try_from_secs_f64(inner.origin.elapsed().as_secs_f64() * speed)
+                        .unwrap_or(Duration::MAX);
+                inner.offset.saturating_add(scaled)
             }
         }
     }
@@ -87,6 +90,17 @@ pub(super) fn rfc3339(t: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn extreme_speeds_and_advances_do_not_panic() {
+        use super::{ClockMode, SimClockState};
+        let c = SimClockState::new(ClockMode::Real { speed: 1e300 });
+        c.advance(std::time::Duration::MAX);
+        assert_eq!(c.now(), std::time::Duration::MAX);
+        let _ = super::rfc3339(c.now());
+        let c = SimClockState::new(ClockMode::Real { speed: f64::NAN });
+        let _ = c.now();
+    }
+
     #[test]
     fn formats_dates() {
         assert_eq!(

@@ -336,7 +336,9 @@ impl Simulator {
                 } else {
                     1.0
                 };
-                tokio::time::sleep(d.div_f64(speed)).await;
+                let real = Duration::try_from_secs_f64(d.as_secs_f64() / speed)
+                    .unwrap_or(Duration::from_secs(86_400));
+                tokio::time::sleep(real).await;
             }
         }
     }

@@ -535,7 +535,8 @@ impl State {
 
     fn schedule(&mut self, after: Duration, ev: Ev) {
         self.counter += 1;
-        self.events.push((self.now + after, self.counter, ev));
+        self.events
+            .push((self.now.saturating_add(after), self.counter, ev));
     }
 
     /// Applies every event due at or before `now`, in order, each at its due time.
