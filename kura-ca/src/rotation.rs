@@ -178,7 +178,7 @@ impl AccountPki {
         self.signing.issue_leaf(request, &self.trust_bundle(), now)
     }
 
-    /// [`validate_leaf`] against the current trust bundle, plus the check that the
+    /// [`validate_leaf`](crate::validate_leaf) against the current trust bundle, plus the check that the
     /// leaf was signed by the current signing CA ([`LeafProblem::StaleIssuer`]
     /// otherwise), so a rotation re-issues every leaf.
     pub fn validate_leaf(

@@ -108,25 +108,27 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
+/// Prints the address and one line per client. Write errors (a closed stdout)
+/// are ignored: the banner must never take the daemon down.
 fn print_banner(addr: std::net::SocketAddr, config: &Config) {
+    use std::io::Write as _;
     let host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {
         addr.to_string()
     };
-    println!(
-        "kurad listening on http://{addr} (data: {})",
-        config.data_dir.display()
+    let text = format!(
+        "kurad listening on http://{addr} (data: {data})\n\
+         \x20 gradle:  buildCache {{ remote(HttpBuildCache) {{ url = 'http://{host}/cache/'; push = true }} }}\n\
+         \x20 bazel:   --remote_cache=http://{host}/bazel\n\
+         \x20 ccache:  CCACHE_REMOTE_STORAGE='http://{host}/ccache' CCACHE_REMOTE_ONLY=true\n\
+         \x20 turbo:   TURBO_API=http://{host} TURBO_TOKEN=<token> TURBO_TEAM=<team>\n\
+         \x20 nx:      NX_SELF_HOSTED_REMOTE_CACHE_SERVER=http://{host}\n\
+         \x20 other namespaces: http://{host}/ns/<namespace>/… ; metrics: http://{host}/metrics\n",
+        data = config.data_dir.display()
     );
-    println!(
-        "  gradle:  buildCache {{ remote(HttpBuildCache) {{ url = 'http://{host}/cache/'; push = true }} }}"
-    );
-    println!("  bazel:   --remote_cache=http://{host}/bazel");
-    println!("  ccache:  CCACHE_REMOTE_STORAGE='http://{host}/ccache' CCACHE_REMOTE_ONLY=true");
-    println!("  turbo:   TURBO_API=http://{host} TURBO_TOKEN=<token> TURBO_TEAM=<team>");
-    println!("  nx:      NX_SELF_HOSTED_REMOTE_CACHE_SERVER=http://{host}");
-    println!("  other namespaces: http://{host}/ns/<namespace>/… ; metrics: http://{host}/metrics");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 async fn shutdown_signal() {
