@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -34,7 +34,12 @@ pub struct AppState {
     /// Metrics.
     pub metrics: Metrics,
     in_flight: AtomicUsize,
+    id_prefix: u64,
+    next_id: AtomicU64,
 }
+
+/// Header carrying the request id (echoed when the client sends a sane one).
+pub const REQUEST_ID: &str = "x-request-id";
 
 impl AppState {
     /// Wires the state.
@@ -51,6 +56,11 @@ impl AppState {
             tokens,
             metrics,
             in_flight: AtomicUsize::new(0),
+            // Distinguishes ids across restarts without a random number generator.
+            id_prefix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() & 0xffff_ffff),
+            next_id: AtomicU64::new(1),
         })
     }
 }
@@ -1173,7 +1183,24 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .in_flight
         .set(i64::try_from(current).unwrap_or(i64::MAX));
     let start = Instant::now();
-    let resp = if current > s.config.max_in_flight {
+    // A request id: the client's `x-request-id` when it is a sane token, else ours.
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || {
+                format!(
+                    "{:x}-{:x}",
+                    s.id_prefix,
+                    s.next_id.fetch_add(1, Ordering::Relaxed)
+                )
+            },
+            str::to_owned,
+        );
+    let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
+    let mut resp = if current > s.config.max_in_flight {
         s.metrics.rejected.inc();
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1182,9 +1209,16 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         e.retry_after = Some(1);
         e.into_response()
     } else {
-        next.run(req).await
+        tracing::Instrument::instrument(next.run(req), span.clone()).await
     };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
     let status = resp.status().as_u16();
+    span.in_scope(|| {
+        let elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(status, elapsed_us, "request done");
+    });
     s.metrics
         .requests
         .get_or_create(&RequestLabels {

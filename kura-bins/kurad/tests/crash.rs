@@ -91,11 +91,28 @@ async fn acknowledged_puts_survive_sigkill() {
         let all = acked.lock().unwrap().clone();
         assert!(!all.is_empty());
         for i in &all {
-            let r = client.get(format!("{}/ccache/k{i}", d.base)).send().await.unwrap();
-            assert_eq!(r.status(), 200, "acknowledged object k{i} lost after SIGKILL in cycle {cycle}");
-            assert_eq!(r.bytes().await.unwrap().as_ref(), body_for(*i).as_slice(), "k{i} corrupt");
+            let r = client
+                .get(format!("{}/ccache/k{i}", d.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                200,
+                "acknowledged object k{i} lost after SIGKILL in cycle {cycle}"
+            );
+            assert_eq!(
+                r.bytes().await.unwrap().as_ref(),
+                body_for(*i).as_slice(),
+                "k{i} corrupt"
+            );
         }
-        let r = client.put(format!("{}/ccache/after{cycle}", d.base)).body("ok").send().await.unwrap();
+        let r = client
+            .put(format!("{}/ccache/after{cycle}", d.base))
+            .body("ok")
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
         d.child.kill().unwrap();
         d.child.wait().unwrap();
@@ -107,7 +124,12 @@ async fn sigterm_drains_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut d = start(dir.path());
-    let r = client.put(format!("{}/cache/k1", d.base)).body("persisted").send().await.unwrap();
+    let r = client
+        .put(format!("{}/cache/k1", d.base))
+        .body("persisted")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let status = Command::new("kill")
         .args(["-TERM", &d.child.id().to_string()])
@@ -119,12 +141,19 @@ async fn sigterm_drains_flushes_and_exits_zero() {
         if let Some(s) = d.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "kurad did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "kurad did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(code.success(), "exit status {code}");
     let mut d = start(dir.path());
-    let r = client.get(format!("{}/cache/k1", d.base)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/cache/k1", d.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap(), "persisted");
     d.child.kill().unwrap();
     d.child.wait().unwrap();
