@@ -33,6 +33,8 @@ pub struct AppState {
     pub tokens: Option<Tokens>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Module multipart uploads in progress.
+    pub uploads: crate::module::Uploads,
     in_flight: AtomicUsize,
     id_prefix: u64,
     next_id: AtomicU64,
@@ -55,6 +57,7 @@ impl AppState {
             config,
             tokens,
             metrics,
+            uploads: crate::module::Uploads::default(),
             in_flight: AtomicUsize::new(0),
             // Distinguishes ids across restarts without a random number generator.
             id_prefix: std::time::SystemTime::now()
@@ -441,6 +444,21 @@ fn content_type(headers: &HeaderMap) -> String {
 
 fn respond(r: Result<Response, ApiError>) -> Response {
     with_www_authenticate(r.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// [`respond`] for sibling modules.
+pub(crate) fn respond_public(r: Result<Response, ApiError>) -> Response {
+    respond(r)
+}
+
+/// Token check with JSON error bodies, for sibling modules.
+pub(crate) fn authorize_public(
+    state: &AppState,
+    headers: &HeaderMap,
+    ns: &Namespace,
+    write: bool,
+) -> Result<(), ApiError> {
+    authorize(state, headers, ns, write, Style::Json)
 }
 
 // ---------------------------------------------------------------- Bazel
@@ -873,7 +891,7 @@ async fn nx_put(
 // ---------------------------------------------------------------- Kura node API (compatibility)
 
 /// `tenant_id` + `namespace_id` (or the legacy `account_handle` + `project_handle`).
-fn compat_ns(s: &AppState, q: &Params) -> Result<Namespace, ApiError> {
+pub(crate) fn compat_ns(s: &AppState, q: &Params) -> Result<Namespace, ApiError> {
     let tenant = q
         .get("tenant_id")
         .or_else(|| q.get("account_handle"))
@@ -1273,6 +1291,10 @@ pub fn router(state: Shared) -> Router {
         .route("/api/cache/keyvalue/{cas_id}", get(keyvalue_get))
         .route("/api/metro/cache/{key}", get(metro_get).put(metro_put))
         .route("/api/cache/clean", axum::routing::delete(clean))
+        .route("/api/cache/module/start", post(crate::module::start))
+        .route("/api/cache/module/part", post(crate::module::part))
+        .route("/api/cache/module/complete", post(crate::module::complete))
+        .route("/api/cache/module/{id}", get(crate::module::fetch))
         .route("/_internal", any(internal_not_here))
         .route("/_internal/{*rest}", any(internal_not_here))
         .merge(mounts(""))

@@ -39,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod module;
 pub mod server;
 
 pub use app::{AppState, router};

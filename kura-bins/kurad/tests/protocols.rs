@@ -728,3 +728,92 @@ async fn health_and_metrics() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn module_multipart_upload() {
+    let s = TestServer::start().await;
+    let c = client();
+    let q = "tenant_id=t&namespace_id=ios&hash=abc123&name=Module.framework.zip";
+    let start: serde_json::Value = c
+        .post(s.url(&format!("/api/cache/module/start?{q}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = start["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36);
+    let part = |n: u32, body: Vec<u8>| {
+        c.post(s.url(&format!(
+            "/api/cache/module/part?upload_id={id}&part_number={n}"
+        )))
+        .body(body)
+        .send()
+    };
+    assert_eq!(
+        part(2, b"-world".to_vec()).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        part(1, b"hello".to_vec()).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    // Parts over 10 MiB are refused before they are read.
+    assert_eq!(
+        part(3, vec![0u8; (10 << 20) + 1]).await.unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Unknown upload.
+    let r = c
+        .post(s.url(
+            "/api/cache/module/part?upload_id=00000000-0000-4000-8000-000000000000&part_number=1",
+        ))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // The part list must match what was uploaded.
+    let complete = |parts: serde_json::Value| {
+        c.post(s.url(&format!("/api/cache/module/complete?upload_id={id}")))
+            .json(&serde_json::json!({ "parts": parts }))
+            .send()
+    };
+    assert_eq!(
+        complete(serde_json::json!([1])).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let head = s.url(&format!("/api/cache/module/m1?{q}"));
+    assert_eq!(
+        c.head(&head).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        complete(serde_json::json!([1, 2])).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.head(&head).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.get(&head).send().await.unwrap().bytes().await.unwrap(),
+        "hello-world"
+    );
+    // Completed uploads are gone; a new start for the same artifact gets null.
+    assert_eq!(
+        complete(serde_json::json!([1, 2])).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let again: serde_json::Value = c
+        .post(s.url(&format!("/api/cache/module/start?{q}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(again["upload_id"].is_null());
+    s.stop().await;
+}
