@@ -280,7 +280,16 @@ struct PutOptions<'a> {
     existing: Existing,
     content_type: &'a str,
     expected_digest: Option<Digest>,
-    refs: Vec<ObjectRef>,
+}
+
+impl<'a> PutOptions<'a> {
+    fn new(existing: Existing, content_type: &'a str) -> Self {
+        Self {
+            existing,
+            content_type,
+            expected_digest: None,
+        }
+    }
 }
 
 /// PUT of one object: auth, 413 before reading when the declared length is
@@ -326,9 +335,6 @@ async fn write_object(
     }
     if let Some(d) = opts.expected_digest {
         req = req.with_digest(d);
-    }
-    if !opts.refs.is_empty() {
-        req = req.with_refs(opts.refs);
     }
     let stream = LimitedBody::new(body, limit, state.config.body_timeout);
     match state.store.put(req, stream).await {
@@ -415,19 +421,7 @@ async fn gradle_put(
             keys::segment(param(&p, "key")?)?,
         )?;
         let ct = content_type(&headers);
-        write_object(
-            &s,
-            &t,
-            &headers,
-            body,
-            PutOptions {
-                existing: Existing::Keep,
-                content_type: &ct,
-                expected_digest: None,
-                refs: Vec::new(),
-            },
-        )
-        .await?;
+        write_object(&s, &t, &headers, body, PutOptions::new(Existing::Keep, &ct)).await?;
         Ok(StatusCode::CREATED.into_response())
     };
     respond(r.await)
@@ -526,10 +520,8 @@ async fn bazel_put(
                     &headers,
                     body,
                     PutOptions {
-                        existing: Existing::Keep,
-                        content_type: OCTET,
                         expected_digest: Some(digest),
-                        refs: Vec::new(),
+                        ..PutOptions::new(Existing::Keep, OCTET)
                     },
                 )
                 .await?;
@@ -593,12 +585,7 @@ async fn ccache_any(
                     &t,
                     &headers,
                     body,
-                    PutOptions {
-                        existing: Existing::Replace,
-                        content_type: OCTET,
-                        expected_digest: None,
-                        refs: Vec::new(),
-                    },
+                    PutOptions::new(Existing::Replace, OCTET),
                 )
                 .await?;
                 Ok(match w {
@@ -770,12 +757,7 @@ async fn turbo_put(
             &t,
             &headers,
             body,
-            PutOptions {
-                existing: Existing::Replace,
-                content_type: &ct,
-                expected_digest: None,
-                refs: Vec::new(),
-            },
+            PutOptions::new(Existing::Replace, &ct),
         )
         .await?;
         let url = format!("/v8/artifacts/{hash}");
@@ -875,12 +857,7 @@ async fn nx_put(
             &t,
             &headers,
             body,
-            PutOptions {
-                existing: Existing::Conflict,
-                content_type: OCTET,
-                expected_digest: None,
-                refs: Vec::new(),
-            },
+            PutOptions::new(Existing::Conflict, OCTET),
         )
         .await?;
         Ok(StatusCode::OK.into_response())
@@ -953,12 +930,7 @@ async fn xcode_post(
             &t,
             &headers,
             body,
-            PutOptions {
-                existing: Existing::Keep,
-                content_type: OCTET,
-                expected_digest: None,
-                refs: Vec::new(),
-            },
+            PutOptions::new(Existing::Keep, OCTET),
         )
         .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -1002,19 +974,7 @@ async fn legacy_gradle_put(
             keys::segment(param(&p, "key")?)?,
         )?;
         let ct = content_type(&headers);
-        write_object(
-            &s,
-            &t,
-            &headers,
-            body,
-            PutOptions {
-                existing: Existing::Keep,
-                content_type: &ct,
-                expected_digest: None,
-                refs: Vec::new(),
-            },
-        )
-        .await?;
+        write_object(&s, &t, &headers, body, PutOptions::new(Existing::Keep, &ct)).await?;
         Ok(StatusCode::CREATED.into_response())
     };
     respond(r.await)
@@ -1114,12 +1074,7 @@ async fn metro_put(
             &t,
             &headers,
             body,
-            PutOptions {
-                existing: Existing::Keep,
-                content_type: OCTET,
-                expected_digest: None,
-                refs: Vec::new(),
-            },
+            PutOptions::new(Existing::Keep, OCTET),
         )
         .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
