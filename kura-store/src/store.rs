@@ -88,6 +88,8 @@ pub struct Config {
     /// opening after a crash does not walk the whole metadata database. Costs extra
     /// writes per commit; see `docs/store.md`.
     pub fast_crash_recovery: bool,
+    /// Bytes of metadata (and inline object) pages redb may cache in memory.
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             access_flush_interval: Duration::from_secs(5),
             fast_crash_recovery: true,
+            metadata_cache_bytes: 64 << 20,
         }
     }
 }
@@ -331,12 +334,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
+    let mut builder = redb::Builder::new();
+    // Bound the page cache: small objects live inline in redb, so redb's default
+    // (1 GiB) would let resident memory grow with the data written.
+    builder.set_cache_size(cfg.metadata_cache_bytes);
     let db = match backend
         .metadata()
         .map_err(|e| Error::io("open metadata", e))?
     {
-        MetadataStorage::Path(p) => redb::Builder::new().create(p),
-        MetadataStorage::Custom(b) => redb::Builder::new().create_with_backend(BoxedStorage(b)),
+        MetadataStorage::Path(p) => builder.create(p),
+        MetadataStorage::Custom(b) => builder.create_with_backend(BoxedStorage(b)),
     }
     .map_err(mm("open metadata"))?;
     // Create tables, load counters.
