@@ -238,6 +238,20 @@ async fn read_object(
     head: bool,
     content_type: &str,
 ) -> Result<Response, ApiError> {
+    read_object_decorated(state, t, headers, head, content_type, |_, _| {}).await
+}
+
+/// [`read_object`], letting the caller add headers derived from the metadata of
+/// the very object being served (not from a second lookup that could see a
+/// newer write).
+async fn read_object_decorated(
+    state: &AppState,
+    t: &Target,
+    headers: &HeaderMap,
+    head: bool,
+    content_type: &str,
+    decorate: impl FnOnce(&kura_store::ObjectMeta, &mut HeaderMap),
+) -> Result<Response, ApiError> {
     authorize(state, headers, &t.ns, false, t.kind.style())?;
     let style = t.kind.style();
     let Some(object) = state
@@ -250,7 +264,11 @@ async fn read_object(
         return Err(not_found(t.kind));
     };
     count(state, t.kind, true, "hit", object.meta().len);
-    body::serve_object(object, headers, content_type, Serve { head }).map_err(|e| e.styled(style))
+    let meta = object.meta().clone();
+    let mut resp = body::serve_object(object, headers, content_type, Serve { head })
+        .map_err(|e| e.styled(style))?;
+    decorate(&meta, resp.headers_mut());
+    Ok(resp)
 }
 
 fn not_found(kind: Kind) -> ApiError {
@@ -705,25 +723,29 @@ fn turbo_team(q: &Params) -> Result<String, ApiError> {
 async fn turbo_get(
     State(s): State<Shared>,
     Path(p): Path<Params>,
-    Query(q): Query<Params>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
     let r = async {
         let hash = keys::segment(param(&p, "hash")?).map_err(|e| e.styled(Style::Turbo))?;
         let t = Target::new(&s, Kind::Turbo, ns_param(&p), hash)?;
-        let _ = q;
-        let mut resp = read_object(&s, &t, &headers, method == Method::HEAD, OCTET).await?;
-        if let Some(meta) = s.store.head(&t.id)? {
-            let tm = TurboMeta::from_content_type(&meta.content_type);
-            let h = resp.headers_mut();
-            if let Some(d) = tm.duration {
-                h.insert("x-artifact-duration", HeaderValue::from(d));
-            }
-            if let Some(tag) = tm.tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
-                h.insert("x-artifact-tag", tag);
-            }
-        }
+        let resp = read_object_decorated(
+            &s,
+            &t,
+            &headers,
+            method == Method::HEAD,
+            OCTET,
+            |meta, h| {
+                let tm = TurboMeta::from_content_type(&meta.content_type);
+                if let Some(d) = tm.duration {
+                    h.insert("x-artifact-duration", HeaderValue::from(d));
+                }
+                if let Some(tag) = tm.tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                    h.insert("x-artifact-tag", tag);
+                }
+            },
+        )
+        .await?;
         Ok(resp)
     };
     respond(r.await)
