@@ -74,6 +74,27 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn intent_clear(&self) -> io::Result<()>;
     /// Total size of the filesystem holding the store, in bytes.
     fn fs_total_bytes(&self) -> io::Result<u64>;
+    /// Whether this backend keeps a redo log ([`Backend::redo_append`] and friends). Without
+    /// one, `Durability::Always` syncs the metadata database on every batch instead.
+    fn supports_redo(&self) -> bool {
+        false
+    }
+    /// Appends one framed redo record and makes it durable (`fdatasync`) before returning.
+    /// On error the next append must start where this one did (overwriting any partial
+    /// record), so the log stays a readable sequence of frames.
+    fn redo_append(&self, _record: &[u8]) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Reads the whole redo log (empty if there is none).
+    fn redo_read(&self) -> io::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Empties the redo log (after a durable checkpoint of the database). Implementations
+    /// may keep old bytes and write new records over them: recovery skips records whose
+    /// sequence number the database already has, and stops at the first torn frame.
+    fn redo_clear(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -92,6 +113,8 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 pub struct FsBackend {
     root: PathBuf,
     intent: Mutex<File>,
+    /// The redo log and the offset of the next record.
+    redo: Mutex<(File, u64)>,
 }
 
 impl FsBackend {
@@ -106,10 +129,19 @@ impl FsBackend {
             .read(true)
             .append(true)
             .open(root.join("intent.log"))?;
+        // Not append mode: records are written at an offset so the file's blocks are reused
+        // after each checkpoint (see `redo_append`).
+        let redo = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(root.join("redo.log"))?;
         sync_dir(&root)?;
         Ok(Self {
             root,
             intent: Mutex::new(intent),
+            redo: Mutex::new((redo, 0)),
         })
     }
 
@@ -277,6 +309,33 @@ impl Backend for FsBackend {
         let s = rustix::fs::statvfs(&self.root).map_err(io::Error::from)?;
         Ok(s.f_blocks.saturating_mul(s.f_frsize))
     }
+    fn supports_redo(&self) -> bool {
+        true
+    }
+    fn redo_append(&self, record: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Records are written from the start of the file again after every checkpoint,
+        // over the blocks of older records: `fdatasync` then has no size or allocation
+        // change to journal (cheaper than appending). Stale records left further on are
+        // skipped by recovery (their sequence numbers are not above the database's), and
+        // the first torn record ends the log.
+        let mut g = self.redo.lock().unwrap_or_else(|e| e.into_inner());
+        let (f, pos) = &mut *g;
+        f.write_all_at(record, *pos)?;
+        f.sync_data()?;
+        *pos += record.len() as u64;
+        Ok(())
+    }
+    fn redo_read(&self) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        File::open(self.root.join("redo.log"))?.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+    fn redo_clear(&self) -> io::Result<()> {
+        // Only the write position: see `redo_append`.
+        self.redo.lock().unwrap_or_else(|e| e.into_inner()).1 = 0;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,6 +347,7 @@ struct MemState {
     blobs: HashMap<u64, Arc<Vec<u8>>>,
     quarantine: HashMap<u64, Arc<Vec<u8>>>,
     intent: Vec<u64>,
+    redo: Vec<u8>,
 }
 
 /// An in-memory backend. Clones share the same contents, so a store can be "reopened" on
@@ -505,6 +565,20 @@ impl Backend for MemBackend {
         self.lock().intent.clear();
         Ok(())
     }
+    fn supports_redo(&self) -> bool {
+        true
+    }
+    fn redo_append(&self, record: &[u8]) -> io::Result<()> {
+        self.lock().redo.extend_from_slice(record);
+        Ok(())
+    }
+    fn redo_read(&self) -> io::Result<Vec<u8>> {
+        Ok(self.lock().redo.clone())
+    }
+    fn redo_clear(&self) -> io::Result<()> {
+        self.lock().redo.clear();
+        Ok(())
+    }
     fn fs_total_bytes(&self) -> io::Result<u64> {
         Ok(self.total_bytes)
     }
@@ -537,6 +611,8 @@ pub enum FaultPoint {
     MetadataSync,
     /// Opening a blob for reading.
     OpenBlob,
+    /// Appending (and syncing) a redo-log record.
+    RedoAppend,
 }
 
 /// What an injected fault does.
@@ -744,6 +820,19 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn intent_clear(&self) -> io::Result<()> {
         self.inner.intent_clear()
     }
+    fn supports_redo(&self) -> bool {
+        self.inner.supports_redo()
+    }
+    fn redo_append(&self, record: &[u8]) -> io::Result<()> {
+        self.faults.check(FaultPoint::RedoAppend)?;
+        self.inner.redo_append(record)
+    }
+    fn redo_read(&self) -> io::Result<Vec<u8>> {
+        self.inner.redo_read()
+    }
+    fn redo_clear(&self) -> io::Result<()> {
+        self.inner.redo_clear()
+    }
     fn fs_total_bytes(&self) -> io::Result<u64> {
         self.inner.fs_total_bytes()
     }
@@ -785,6 +874,18 @@ impl<B: Backend> Backend for Arc<B> {
     }
     fn intent_clear(&self) -> io::Result<()> {
         (**self).intent_clear()
+    }
+    fn supports_redo(&self) -> bool {
+        (**self).supports_redo()
+    }
+    fn redo_append(&self, record: &[u8]) -> io::Result<()> {
+        (**self).redo_append(record)
+    }
+    fn redo_read(&self) -> io::Result<Vec<u8>> {
+        (**self).redo_read()
+    }
+    fn redo_clear(&self) -> io::Result<()> {
+        (**self).redo_clear()
     }
     fn fs_total_bytes(&self) -> io::Result<u64> {
         (**self).fs_total_bytes()

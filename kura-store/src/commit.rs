@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::hlc::{Hlc, Version};
 use crate::merge::{Entry, Payload, shadowed_by_namespace, winner};
 use crate::meta::{BlobLoc, ObjectMeta, ReplicatedRecord, decode_entry, encode_entry};
+use crate::redo::{RedoBatch, RedoOp, RedoStaged};
 use crate::store::{Durability, Shared};
 use crate::summary::{self, DEPTH, NodeHash};
 use crate::types::{Digest, Key, NamespaceId, ObjectId, ObjectRef};
@@ -81,6 +82,8 @@ pub(crate) struct Counters {
     pub(crate) bytes: u64,
     pub(crate) seq: u64,
     pub(crate) max_hlc: u64,
+    /// Sequence number of the last redo-log batch applied to the database.
+    pub(crate) redo_seq: u64,
 }
 
 impl Counters {
@@ -96,6 +99,7 @@ impl Counters {
             bytes: get("bytes")?,
             seq: get("seq")?,
             max_hlc: get("max_hlc")?,
+            redo_seq: get("redo_seq")?,
         })
     }
 }
@@ -170,6 +174,22 @@ struct Effects {
     evicted_objects: u64,
     evicted_bytes: u64,
     corrupt: u64,
+    /// Resolved operations to log (redo mode).
+    redo: Vec<RedoOp>,
+    /// The batch did something the redo log does not record (eviction, quarantine, GC,
+    /// trimming): it must be committed durably as a checkpoint.
+    needs_checkpoint: bool,
+}
+
+/// How a batch was made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchKind {
+    /// redb `Immediate` commit: everything up to here is durable in the database itself.
+    Synced,
+    /// Made durable by its redo-log record.
+    Logged,
+    /// Not durable yet (`batch`/`none` modes, or nothing that must survive a crash).
+    Unsynced,
 }
 
 struct Tables<'t> {
@@ -221,6 +241,7 @@ impl<'t> Tables<'t> {
         self.state.insert("bytes", c.bytes).map_err(m(w))?;
         self.state.insert("seq", c.seq).map_err(m(w))?;
         self.state.insert("max_hlc", c.max_hlc).map_err(m(w))?;
+        self.state.insert("redo_seq", c.redo_seq).map_err(m(w))?;
         Ok(())
     }
 
@@ -324,12 +345,23 @@ pub(crate) struct Committer {
     dirty_since_checkpoint: bool,
     last_checkpoint: Instant,
     last_access_flush: Instant,
+    /// `Durability::Always` on a backend with a redo log: batches are made durable by the log.
+    redo: bool,
+    /// Bytes appended to the redo log since it was last emptied.
+    redo_bytes: u64,
+    /// A redo append failed: commit durably (and empty the log) before using it again.
+    redo_suspect: bool,
+    /// During recovery: the version and clock reading the next operation must reuse.
+    forced: std::cell::Cell<Option<(Version, u64)>>,
 }
+
+/// Redo-log checkpoint triggers: time since the last checkpoint and log size.
+const REDO_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+const REDO_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 impl Committer {
     pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Cmd>, counters: Counters) -> Self {
         Self {
-            shared,
             rx,
             counters,
             unsynced_published: Vec::new(),
@@ -337,6 +369,12 @@ impl Committer {
             dirty_since_checkpoint: false,
             last_checkpoint: Instant::now(),
             last_access_flush: Instant::now(),
+            redo: matches!(shared.cfg.durability, Durability::Always)
+                && shared.backend.supports_redo(),
+            redo_bytes: 0,
+            redo_suspect: false,
+            forced: std::cell::Cell::new(None),
+            shared,
         }
     }
 
@@ -346,6 +384,7 @@ impl Committer {
 
     fn checkpoint_interval(&self) -> Option<Duration> {
         match self.shared.cfg.durability {
+            Durability::Always if self.redo => Some(REDO_CHECKPOINT_INTERVAL),
             Durability::Always => None,
             Durability::Batch { max_delay } => Some(max_delay),
             Durability::None { checkpoint } => Some(checkpoint),
@@ -408,7 +447,7 @@ impl Committer {
             self.maybe_evict();
             let due = self.checkpoint_interval().is_some_and(|iv| {
                 self.dirty_since_checkpoint && self.last_checkpoint.elapsed() >= iv
-            });
+            }) || self.redo_bytes >= REDO_CHECKPOINT_BYTES;
             if due || !checkpoint_replies.is_empty() || shutdown.is_some() || disconnected {
                 let r = self.checkpoint();
                 for reply in checkpoint_replies.into_iter().flatten() {
@@ -427,14 +466,112 @@ impl Committer {
         }
     }
 
-    /// Makes everything committed so far durable (modes other than `Always`).
+    /// Recovery: applies, in order, the logged batches the database does not have yet (the
+    /// ones numbered above its `redo_seq`), then checkpoints and empties the log. Returns the
+    /// number of batches replayed.
+    pub(crate) fn replay(&mut self, batches: Vec<RedoBatch>) -> Result<u64> {
+        let mut replayed = 0;
+        for batch in batches {
+            if batch.seq <= self.counters.redo_seq {
+                continue;
+            }
+            let mut fx = Effects::default();
+            let mut c = self.counters;
+            let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(m("set durability"))?;
+            {
+                let mut t = Tables::open(&txn)?;
+                for op in batch.ops {
+                    let r = self.replay_op(&mut t, op, &mut fx, &mut c);
+                    self.forced.set(None);
+                    match r {
+                        Ok(()) | Err(Error::MissingReference { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                t.flush_summary()?;
+                c.redo_seq = batch.seq;
+                t.save_counters(&c)?;
+            }
+            txn.commit().map_err(m("commit"))?;
+            self.counters = c;
+            for id in &fx.dead_files {
+                let _ = self.shared.backend.remove_blob(*id);
+            }
+            replayed += 1;
+        }
+        let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
+        txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(m("set durability"))?;
+        txn.commit().map_err(m("commit"))?;
+        self.shared
+            .backend
+            .redo_clear()
+            .map_err(|e| Error::io("clear redo log", e))?;
+        Ok(replayed)
+    }
+
+    fn replay_op(
+        &self,
+        t: &mut Tables<'_>,
+        op: RedoOp,
+        fx: &mut Effects,
+        c: &mut Counters,
+    ) -> Result<()> {
+        let version = op.rec.version();
+        let given = (!op.local).then_some(version);
+        self.forced.set(Some((version, op.now_ms)));
+        match op.rec {
+            ReplicatedRecord::Put {
+                id,
+                content_type,
+                len,
+                digest,
+                refs,
+                ..
+            } => {
+                let staged = match op.staged {
+                    Some(RedoStaged::Inline(b)) => Staged::Inline(b),
+                    // The file was synced and published before the record was logged; if it
+                    // is gone anyway (a failed batch whose record survived), skip the write
+                    // rather than point at nothing.
+                    Some(RedoStaged::File(fid)) if self.shared.backend.open_blob(fid).is_ok() => {
+                        Staged::File(fid)
+                    }
+                    _ => return Ok(()),
+                };
+                let p = PendingPut {
+                    id,
+                    content_type,
+                    len,
+                    digest,
+                    refs,
+                    version: given,
+                    staged,
+                    reservation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                };
+                self.apply_put(t, &p, fx, c).map(|_| ())
+            }
+            ReplicatedRecord::Delete { id, .. } => {
+                self.apply_delete(t, &id, given, c, fx).map(|_| ())
+            }
+            ReplicatedRecord::DeleteNamespace { namespace, .. } => self
+                .apply_delete_ns(t, &namespace, given, c, fx)
+                .map(|_| ()),
+        }
+    }
+
+    /// Makes everything committed so far durable in the database itself (modes other than
+    /// `Always`, and redo-log checkpoints).
     fn checkpoint(&mut self) -> Result<()> {
         self.last_checkpoint = Instant::now();
-        if !self.dirty_since_checkpoint && !self.intent_dirty {
+        if !self.dirty_since_checkpoint && !self.intent_dirty && !self.redo_suspect {
             return Ok(());
         }
         let sync_files = matches!(self.shared.cfg.durability, Durability::Batch { .. });
-        let b = &self.shared.backend;
+        let b = self.shared.backend.clone();
         if sync_files {
             b.intent_append(&[], true)
                 .map_err(|e| Error::io("intent sync", e))?;
@@ -446,6 +583,7 @@ impl Committer {
         txn.set_durability(redb::Durability::Immediate)
             .map_err(m("set durability"))?;
         txn.commit().map_err(m("commit"))?;
+        self.redo_checkpointed();
         self.unsynced_published.clear();
         if self.intent_dirty {
             b.intent_clear().map_err(|e| Error::io("intent clear", e))?;
@@ -477,15 +615,20 @@ impl Committer {
         let durable = self.durable_each_batch();
         let started = Instant::now();
         let res = self.try_batch(&cmds, &mut fx, &mut results, &mut counters, durable);
+        if let Ok(BatchKind::Synced) = res {
+            if self.redo {
+                self.redo_checkpointed();
+            }
+        }
         self.shared.stats.commit_micros.fetch_add(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         let b = self.shared.backend.clone();
         match res {
-            Ok(()) => {
+            Ok(kind) => {
                 self.counters = counters;
-                self.dirty_since_checkpoint = !durable;
+                self.dirty_since_checkpoint = kind != BatchKind::Synced;
                 for id in &fx.dead_files {
                     let _ = b.remove_blob(*id);
                 }
@@ -555,15 +698,18 @@ impl Committer {
         results: &mut Vec<Result<Outcome>>,
         c: &mut Counters,
         durable: bool,
-    ) -> Result<()> {
+    ) -> Result<BatchKind> {
         let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
-        if durable {
+        // In redo mode the log is the durability point, so redb does not sync; otherwise a
+        // durable batch is an `Immediate` redb commit.
+        let use_redo = durable && self.redo && !self.redo_suspect;
+        if durable && !use_redo {
             txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         } else {
             txn.set_durability(redb::Durability::None)
                 .map_err(m("set durability"))?;
         }
-        {
+        let kind = {
             let mut t = Tables::open(&txn)?;
             for cmd in cmds {
                 match self.apply(&mut t, &cmd.op, fx, c) {
@@ -573,7 +719,28 @@ impl Committer {
                 }
             }
             t.flush_summary()?;
+            let kind = if !use_redo {
+                if durable {
+                    BatchKind::Synced
+                } else {
+                    BatchKind::Unsynced
+                }
+            } else if fx.needs_checkpoint {
+                BatchKind::Synced
+            } else if fx.redo.is_empty() {
+                // Nothing that must survive a crash (ignored writes, access times).
+                BatchKind::Unsynced
+            } else {
+                c.redo_seq += 1;
+                BatchKind::Logged
+            };
             t.save_counters(c)?;
+            kind
+        };
+        if use_redo && kind == BatchKind::Synced {
+            txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(m("set durability"))?;
         }
         let b = &self.shared.backend;
         let sync = !matches!(self.shared.cfg.durability, Durability::None { .. });
@@ -593,8 +760,22 @@ impl Committer {
             b.sync_published(&fx.new_files)
                 .map_err(|e| Error::io("directory sync", e))?;
         }
+        if kind == BatchKind::Logged {
+            let record = RedoBatch {
+                seq: c.redo_seq,
+                ops: std::mem::take(&mut fx.redo),
+            }
+            .encode();
+            if let Err(e) = b.redo_append(&record) {
+                // The backend cut off the partial record; still, do not trust the log again
+                // until a durable checkpoint has emptied it.
+                self.redo_suspect = true;
+                return Err(Error::io("redo log append", e));
+            }
+            self.redo_bytes += record.len() as u64;
+        }
         txn.commit().map_err(m("commit"))?;
-        Ok(())
+        Ok(kind)
     }
 
     fn apply(
@@ -609,11 +790,13 @@ impl Committer {
             Op::Delete { id, version } => self.apply_delete(t, id, *version, c, fx),
             Op::DeleteNamespace { ns, version } => self.apply_delete_ns(t, ns, *version, c, fx),
             Op::Evict { target_bytes } => {
+                fx.needs_checkpoint = true;
                 self.flush_access(t)?;
                 self.evict(t, *target_bytes, c, fx).map(Outcome::Count)
             }
             Op::FlushAccess => self.flush_access(t).map(|()| Outcome::Done),
             Op::Quarantine { id, blob } => {
+                fx.needs_checkpoint = true;
                 let key = id.encode();
                 if let Some(meta) = t.get_meta(&key)? {
                     if meta.blob == *blob {
@@ -627,8 +810,12 @@ impl Committer {
                 }
                 Ok(Outcome::Done)
             }
-            Op::GcTombstones { horizon } => self.gc_tombstones(t, *horizon).map(Outcome::Count),
+            Op::GcTombstones { horizon } => {
+                fx.needs_checkpoint = true;
+                self.gc_tombstones(t, *horizon).map(Outcome::Count)
+            }
             Op::TrimChanges { upto } => {
+                fx.needs_checkpoint = true;
                 let keys: Vec<u64> = t
                     .changes
                     .range(..=*upto)
@@ -645,8 +832,34 @@ impl Committer {
         }
     }
 
+    /// The database is durable up to now: the redo log can be emptied.
+    fn redo_checkpointed(&mut self) {
+        if self.redo_bytes > 0 || self.redo_suspect {
+            match self.shared.backend.redo_clear() {
+                Ok(()) => {
+                    self.redo_bytes = 0;
+                    self.redo_suspect = false;
+                }
+                // Harmless: every logged batch is at or below the stored `redo_seq` and is
+                // skipped by recovery; the next checkpoint tries again.
+                Err(_) => self.redo_suspect = true,
+            }
+        }
+    }
+
+    /// The clock reading for a new object (the logged one during recovery).
+    fn now_ms(&self) -> u64 {
+        match self.forced.get() {
+            Some((_, ms)) => ms,
+            None => self.shared.cfg.clock.now_ms(),
+        }
+    }
+
     fn next_version(&self, given: Option<Version>, c: &mut Counters) -> Version {
-        let v = given.unwrap_or_else(|| Version::new(self.shared.hlc.now(), self.shared.cfg.node));
+        let forced = self.forced.get().map(|(v, _)| v);
+        let v = forced
+            .or(given)
+            .unwrap_or_else(|| Version::new(self.shared.hlc.now(), self.shared.cfg.node));
         c.max_hlc = c.max_hlc.max(v.hlc.0);
         v
     }
@@ -662,6 +875,17 @@ impl Committer {
             .insert(c.seq, rec.encode().as_slice())
             .map_err(m("write change"))?;
         Ok(c.seq)
+    }
+
+    fn log_redo(&self, fx: &mut Effects, rec: ReplicatedRecord, local: bool) {
+        if self.redo {
+            fx.redo.push(RedoOp {
+                rec,
+                local,
+                now_ms: 0,
+                staged: None,
+            });
+        }
     }
 
     fn apply_put(
@@ -755,7 +979,25 @@ impl Committer {
                 refs: p.refs.clone(),
             },
         )?;
-        let now = self.shared.cfg.clock.now_ms();
+        let now = self.now_ms();
+        if self.redo {
+            fx.redo.push(RedoOp {
+                rec: ReplicatedRecord::Put {
+                    id: p.id.clone(),
+                    version,
+                    content_type: p.content_type.clone(),
+                    len: p.len,
+                    digest: p.digest,
+                    refs: p.refs.clone(),
+                },
+                local: p.version.is_none(),
+                now_ms: now,
+                staged: Some(match &p.staged {
+                    Staged::Inline(b) => RedoStaged::Inline(b.clone()),
+                    Staged::File(id) => RedoStaged::File(*id),
+                }),
+            });
+        }
         let meta = ObjectMeta {
             id: p.id.clone(),
             content_type: p.content_type.clone(),
@@ -902,14 +1144,12 @@ impl Committer {
         t.tombs
             .insert(key.as_slice(), encode_entry(&tomb).as_slice())
             .map_err(m("write tombstone"))?;
-        self.log_change(
-            t,
-            c,
-            &ReplicatedRecord::Delete {
-                id: id.clone(),
-                version,
-            },
-        )?;
+        let rec = ReplicatedRecord::Delete {
+            id: id.clone(),
+            version,
+        };
+        self.log_change(t, c, &rec)?;
+        self.log_redo(fx, rec, given.is_none());
         Ok(Outcome::Deleted(existed))
     }
 
@@ -960,14 +1200,12 @@ impl Committer {
                 }
             }
         }
-        self.log_change(
-            t,
-            c,
-            &ReplicatedRecord::DeleteNamespace {
-                namespace: ns.clone(),
-                version,
-            },
-        )?;
+        let rec = ReplicatedRecord::DeleteNamespace {
+            namespace: ns.clone(),
+            version,
+        };
+        self.log_change(t, c, &rec)?;
+        self.log_redo(fx, rec, given.is_none());
         Ok(Outcome::Count(removed))
     }
 

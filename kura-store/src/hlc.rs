@@ -154,6 +154,14 @@ impl HlcClock {
         next
     }
 
+    /// Moves the clock past `floor` without the drift check (recovered local history).
+    pub(crate) fn raise_floor(&self, floor: Hlc) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if floor > *last {
+            *last = floor;
+        }
+    }
+
     /// Checks a remote timestamp against the drift rule; if accepted, the clock moves past it.
     pub fn observe(&self, remote: Hlc) -> Result<(), Error> {
         let local_ms = self.physical.now_ms();

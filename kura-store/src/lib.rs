@@ -42,6 +42,7 @@ mod error;
 pub mod hlc;
 pub mod merge;
 mod meta;
+mod redo;
 mod store;
 pub mod summary;
 mod types;

@@ -228,6 +228,8 @@ pub struct Stats {
     pub recovered_temp_files: u64,
     /// Orphan blobs removed on open.
     pub recovered_orphans: u64,
+    /// Redo-log batches replayed on open (durable writes the database had not checkpointed).
+    pub recovered_batches: u64,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +244,7 @@ pub(crate) struct StatCounters {
     hist: [AtomicU64; 8],
     recovered_temp: AtomicU64,
     recovered_orphans: AtomicU64,
+    pub(crate) recovered_batches: AtomicU64,
 }
 
 impl StatCounters {
@@ -373,29 +376,33 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
                 .unwrap_or(0))
         };
         let max_blob = last(&inline)?.max(last(&owners)?);
-        // Recovery: blobs whose publication or removal was in flight.
-        let intents = backend
-            .intent_read()
-            .map_err(|e| Error::io("read intent log", e))?;
-        let mut orphans = 0;
-        for id in &intents {
-            if owners.get(*id).map_err(mm("read"))?.is_none() {
-                backend
-                    .remove_blob(*id)
-                    .map_err(|e| Error::io("remove orphan", e))?;
-                orphans += 1;
-            }
-        }
-        let max_blob = intents.iter().copied().fold(max_blob, u64::max);
-        (counters, (max_blob, orphans))
+        (counters, max_blob)
     };
     txn.commit().map_err(mm("commit"))?;
+    // Batches made durable by the redo log but not yet by the database (see `redo.rs`).
+    let redo = crate::redo::decode_log(
+        &backend
+            .redo_read()
+            .map_err(|e| Error::io("read redo log", e))?,
+    );
+    let intents = backend
+        .intent_read()
+        .map_err(|e| Error::io("read intent log", e))?;
+    let redo_files = redo
+        .iter()
+        .flat_map(|b| &b.ops)
+        .filter_map(|op| match op.staged {
+            Some(crate::redo::RedoStaged::File(id)) => Some(id),
+            _ => None,
+        });
+    let max_blob = intents
+        .iter()
+        .copied()
+        .chain(redo_files)
+        .fold(max_blob, u64::max);
     let temps = backend
         .clear_temp()
         .map_err(|e| Error::io("clear temp", e))?;
-    backend
-        .intent_clear()
-        .map_err(|e| Error::io("clear intent log", e))?;
     let capacity = match cfg.capacity {
         Capacity::Unlimited => None,
         Capacity::Bytes(b) => Some(b),
@@ -415,7 +422,7 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         db,
         backend,
         hlc,
-        next_blob: AtomicU64::new(max_blob.0 + 1),
+        next_blob: AtomicU64::new(max_blob + 1),
         capacity,
         space: Mutex::new(Space {
             used: counters.bytes,
@@ -428,12 +435,44 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         cfg,
     });
     shared.stats.recovered_temp.store(temps, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel();
+    let mut committer = Committer::new(shared.clone(), rx, counters);
+    let replayed = committer.replay(redo)?;
+    if replayed > 0 {
+        let c = committer.counters;
+        shared.hlc.raise_floor(Hlc(c.max_hlc));
+        shared.space.lock().unwrap_or_else(|e| e.into_inner()).used = c.bytes;
+        shared.objects.store(c.objects, Ordering::Relaxed);
+        shared.seq.store(c.seq, Ordering::Relaxed);
+    }
+    shared
+        .stats
+        .recovered_batches
+        .store(replayed, Ordering::Relaxed);
+    // Blobs whose publication or removal was in flight (after the replay, which may have
+    // given some of them their owner back).
+    let mut orphans = 0;
+    if !intents.is_empty() {
+        let rtxn = shared.db.begin_read().map_err(mm("begin read"))?;
+        let owners = rtxn.open_table(OWNERS).map_err(mm("open table"))?;
+        for id in &intents {
+            if owners.get(*id).map_err(mm("read"))?.is_none() {
+                shared
+                    .backend
+                    .remove_blob(*id)
+                    .map_err(|e| Error::io("remove orphan", e))?;
+                orphans += 1;
+            }
+        }
+    }
+    shared
+        .backend
+        .intent_clear()
+        .map_err(|e| Error::io("clear intent log", e))?;
     shared
         .stats
         .recovered_orphans
-        .store(max_blob.1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel();
-    let committer = Committer::new(shared.clone(), rx, counters);
+        .store(orphans, Ordering::Relaxed);
     let thread = std::thread::Builder::new()
         .name("kura-store-commit".into())
         .spawn(move || committer.run())
@@ -1356,6 +1395,7 @@ impl Store {
             last_seq: s.seq.load(Ordering::Relaxed),
             recovered_temp_files: st.recovered_temp.load(Ordering::Relaxed),
             recovered_orphans: st.recovered_orphans.load(Ordering::Relaxed),
+            recovered_batches: st.recovered_batches.load(Ordering::Relaxed),
         }
     }
 
