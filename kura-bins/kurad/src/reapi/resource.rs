@@ -10,8 +10,20 @@
 //!
 //! Parsing is total: any string gives a value or a [`ResourceError`], never a
 //! panic, and [`std::fmt::Display`] writes the canonical form back, so
-//! `parse(x.to_string()) == x` (a property test and the `reapi_resource` fuzz
-//! target check this).
+//! `parse(x.to_string()) == x`; an accepted name is already canonical
+//! (`parse(s)?.to_string() == s`). Property tests and the `reapi_resource`
+//! fuzz target check both.
+//!
+//! ```
+//! use kurad::reapi::resource::{parse_read, parse_write};
+//!
+//! let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+//! let read = parse_read(&format!("ci/blobs/{h}/0"))?;
+//! assert_eq!((read.instance.as_str(), read.size), ("ci", 0));
+//! let write = parse_write(&format!("uploads/u-1/blobs/{h}/0"))?;
+//! assert_eq!(write.to_string(), format!("uploads/u-1/blobs/{h}/0"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 
@@ -319,10 +331,13 @@ mod tests {
 
         #[test]
         fn parsing_is_total_and_canonical(s in "[a-z0-9/_-]{0,80}") {
+            // An accepted name is already canonical.
             if let Ok(b) = parse_read(&s) {
+                prop_assert_eq!(b.to_string(), s.clone());
                 prop_assert_eq!(parse_read(&b.to_string()), Ok(b));
             }
             if let Ok(w) = parse_write(&s) {
+                prop_assert_eq!(w.to_string(), s.clone());
                 prop_assert_eq!(parse_write(&w.to_string()), Ok(w));
             }
         }
