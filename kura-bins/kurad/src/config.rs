@@ -20,6 +20,10 @@ pub struct Args {
     /// Port of the public cache listener.
     #[arg(long, env = "KURA_PORT", default_value = "4000")]
     pub port: String,
+    /// Port of an additional gRPC-only (REAPI) listener; gRPC is always served
+    /// on the public port too.
+    #[arg(long, env = "KURA_GRPC_PORT")]
+    pub grpc_port: Option<String>,
     /// Address to bind the public listener to.
     #[arg(long, env = "KURA_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: String,
@@ -113,6 +117,8 @@ impl Default for Limits {
 pub struct Config {
     /// Public listener address.
     pub listen: SocketAddr,
+    /// gRPC-only listener address (`KURA_GRPC_PORT`), if any.
+    pub grpc_listen: Option<SocketAddr>,
     /// Store data directory.
     pub data_dir: PathBuf,
     /// Temporary upload directory.
@@ -148,6 +154,7 @@ impl Config {
     pub fn for_tests(data_dir: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_listen: None,
             tmp_dir: data_dir.join("tmp"),
             data_dir,
             account: local_account(),
@@ -238,6 +245,20 @@ impl Args {
                 );
                 None
             }
+        };
+        let grpc_port: Option<u16> = match &self.grpc_port {
+            None => None,
+            Some(p) => match p.trim().parse::<u16>() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    err(
+                        "--grpc-port",
+                        "KURA_GRPC_PORT",
+                        format!("{p:?} is not a port number (0-65535)"),
+                    );
+                    None
+                }
+            },
         };
         let ip: Option<IpAddr> = match self.bind_address.trim().parse() {
             Ok(ip) => Some(ip),
@@ -403,6 +424,7 @@ impl Args {
         match (errors.is_empty(), port, ip, account) {
             (true, Some(port), Some(ip), Some(account)) => Ok(Config {
                 listen: SocketAddr::new(ip, port),
+                grpc_listen: grpc_port.map(|p| SocketAddr::new(ip, p)),
                 tmp_dir: self
                     .tmp_dir
                     .clone()

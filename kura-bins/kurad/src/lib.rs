@@ -13,6 +13,8 @@
 //! | Turborepo | `TURBO_API=http://HOST:PORT` | `/v8/artifacts/…` |
 //! | Nx | `NX_SELF_HOSTED_REMOTE_CACHE_SERVER=http://HOST:PORT` | `GET/PUT /v1/cache/{hash}` |
 //!
+//! | Bazel (gRPC) | `--remote_cache=grpc://HOST:PORT` | REAPI v2 `Capabilities`, `ActionCache`, `ContentAddressableStorage`, `ByteStream` (see [`reapi`]) |
+//!
 //! plus the Kura node API (`/api/cache/…`, `/api/metro/cache/…`), `/up`,
 //! `/ready`, `/status/rollout` and `/metrics`. See `docs/kurad.md`.
 //!
@@ -40,6 +42,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod module;
+pub mod reapi;
 pub mod server;
 
 pub use app::{AppState, router};

@@ -120,12 +120,16 @@ fn print_banner(addr: std::net::SocketAddr, config: &Config) {
     let text = format!(
         "kurad listening on http://{addr} (data: {data})\n\
          \x20 gradle:  buildCache {{ remote(HttpBuildCache) {{ url = 'http://{host}/cache/'; push = true }} }}\n\
-         \x20 bazel:   --remote_cache=http://{host}/bazel\n\
+         \x20 bazel:   --remote_cache=http://{host}/bazel  or  --remote_cache=grpc://{host}{grpc}\n\
          \x20 ccache:  CCACHE_REMOTE_STORAGE='http://{host}/ccache' CCACHE_REMOTE_ONLY=true\n\
          \x20 turbo:   TURBO_API=http://{host} TURBO_TOKEN=<token> TURBO_TEAM=<team>\n\
          \x20 nx:      NX_SELF_HOSTED_REMOTE_CACHE_SERVER=http://{host}\n\
          \x20 other namespaces: http://{host}/ns/<namespace>/… ; metrics: http://{host}/metrics\n",
-        data = config.data_dir.display()
+        data = config.data_dir.display(),
+        grpc = config
+            .grpc_listen
+            .map(|g| format!(" (gRPC only also on port {})", g.port()))
+            .unwrap_or_default(),
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

@@ -1,5 +1,6 @@
 //! The public listener: HTTP/1.1 keep-alive and h2c on one port, header read
-//! timeouts against slow clients, accept-error backoff (descriptor
+//! timeouts against slow clients, REAPI gRPC routed by content type (and an
+//! optional gRPC-only listener), accept-error backoff (descriptor
 //! exhaustion never crashes the process) and graceful shutdown.
 
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -17,21 +19,43 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::app::{AppState, normalize_path, router};
+use crate::reapi::{self, Dispatch};
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A bound, not yet serving, public listener.
+/// A bound, not yet serving, public listener (plus the optional gRPC-only
+/// listener of `KURA_GRPC_PORT`).
 pub struct Server {
     listener: TcpListener,
+    grpc_listener: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
+/// What a connection is served with: gRPC by content type, else HTTP.
+type App = tower::util::MapRequest<Dispatch, fn(http::Request<Incoming>) -> http::Request<Body>>;
+
+fn to_axum(req: http::Request<Incoming>) -> http::Request<Body> {
+    normalize_path(req.map(Body::new))
+}
+
+fn app(dispatch: Dispatch) -> App {
+    dispatch.map_request(to_axum as fn(http::Request<Incoming>) -> http::Request<Body>)
+}
+
 impl Server {
-    /// Binds the configured address.
+    /// Binds the configured address (and the gRPC port, when configured).
     pub async fn bind(state: Arc<AppState>) -> io::Result<Self> {
         let listener = TcpListener::bind(state.config.listen).await?;
-        Ok(Self { listener, state })
+        let grpc_listener = match state.config.grpc_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            grpc_listener,
+            state,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -39,53 +63,49 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The bound address of the gRPC-only listener, if configured.
+    pub fn grpc_local_addr(&self) -> io::Result<Option<SocketAddr>> {
+        self.grpc_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and gives
     /// in-flight requests the configured grace period.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let grace = self.state.config.shutdown_grace;
-        let app =
-            router(self.state.clone()).map_request(|req: http::Request<hyper::body::Incoming>| {
-                normalize_path(req.map(Body::new))
-            });
+        let grpc = reapi::grpc_router(self.state.clone());
+        let public = app(Dispatch::new(router(self.state.clone()), grpc.clone()));
+        let grpc_only = app(Dispatch::new(grpc.clone(), grpc));
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .adaptive_window(true);
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let accepted = tokio::select! {
-                () = &mut shutdown => break,
-                a = self.listener.accept() => a,
-            };
-            let (tcp, _peer) = match accepted {
-                Ok(a) => {
-                    backoff = Duration::from_millis(5);
-                    a
-                }
-                Err(e) => {
-                    // EMFILE/ENFILE and friends: back off instead of spinning or dying.
-                    tracing::warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let service = TowerToHyperService::new(app.clone());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let signal = async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let grpc_loop = async {
+            if let Some(l) = &self.grpc_listener {
+                accept_loop(l, &builder, &graceful, grpc_only, stop_rx.clone()).await;
+            }
+        };
+        tokio::join!(
+            signal,
+            accept_loop(&self.listener, &builder, &graceful, public, stop_rx.clone()),
+            grpc_loop
+        );
         drop(self.listener);
+        drop(self.grpc_listener);
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: finishing in-flight requests"
@@ -96,5 +116,44 @@ impl Server {
         {
             tracing::warn!("grace period over; closing remaining connections");
         }
+    }
+}
+
+/// Accepts connections until `stop` turns true.
+async fn accept_loop(
+    listener: &TcpListener,
+    builder: &Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    app: App,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning or dying.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
 }
