@@ -49,7 +49,10 @@
 pub mod crd;
 pub mod error;
 pub mod manifests;
+pub mod primary;
 pub mod rbac;
+pub mod reconcile;
 pub mod render;
+pub mod status;
 
 pub use error::{Error, SpecError};

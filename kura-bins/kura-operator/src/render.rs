@@ -87,6 +87,9 @@ pub struct LiveObjects {
     pub leaf_secret: Option<Secret>,
     /// The StatefulSet `<instance>` (its claim templates are immutable).
     pub statefulset: Option<StatefulSet>,
+    /// The instance's PersistentVolumeClaims (a recreated StatefulSet must not
+    /// reuse claim names of another storage class).
+    pub claims: Vec<PersistentVolumeClaim>,
 }
 
 impl LiveObjects {
@@ -135,6 +138,12 @@ impl LiveObjects {
                 "StatefulSet" if obj_name == name => {
                     live.statefulset =
                         Some(serde_json::from_value(value).map_err(|_| parse("StatefulSet"))?);
+                }
+                "PersistentVolumeClaim" if obj_name.contains(&format!("-{name}-")) => {
+                    live.claims.push(
+                        serde_json::from_value(value)
+                            .map_err(|_| parse("PersistentVolumeClaim"))?,
+                    );
                 }
                 _ => {}
             }
@@ -484,6 +493,55 @@ fn storage_quantity(size: &str) -> Result<Quantity, SpecError> {
         });
     }
     Ok(Quantity(size.to_owned()))
+}
+
+fn slug(class: &str) -> String {
+    let s: String = class
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_matches('-').to_owned()
+}
+
+/// The claim template name for a new StatefulSet: `data`, unless claims of
+/// that name with another storage class exist (a class migration in
+/// progress), then `data-<class>` (then with a numeric suffix). Claim names
+/// are `<template>-<instance>-<ordinal>`.
+fn fresh_claim_name(
+    instance: &str,
+    claims: &[PersistentVolumeClaim],
+    class: Option<&str>,
+) -> String {
+    let conflicts = |template: &str| {
+        let prefix = format!("{template}-{instance}-");
+        claims.iter().any(|c| {
+            let name = c.metadata.name.as_deref().unwrap_or("");
+            let is_ours = name
+                .strip_prefix(&prefix)
+                .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+            let their_class = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_deref());
+            is_ours && class.is_some() && their_class != class
+        })
+    };
+    let mut candidates = vec![DATA_VOLUME.to_owned()];
+    if let Some(class) = class {
+        let base = format!("{DATA_VOLUME}-{}", slug(class));
+        candidates.push(base.clone());
+        candidates.extend((2..10).map(|n| format!("{base}-{n}")));
+    }
+    candidates
+        .into_iter()
+        .find(|t| !conflicts(t))
+        .unwrap_or_else(|| DATA_VOLUME.to_owned())
 }
 
 /// Renders every object of `ki` (see the module docs).
@@ -837,9 +895,23 @@ pub fn render(
     } else {
         spec.peer_tls_secret().map(str::to_owned)
     };
+    // Claim templates are immutable: keep the live ones, and report a class change.
+    let live_claims = live
+        .statefulset
+        .as_ref()
+        .and_then(|s| s.spec.volume_claim_templates.clone())
+        .filter(|c| !c.is_empty());
+    let want_class = spec.storage_class().map(str::to_owned);
+    let claim_name = match &live_claims {
+        Some(claims) => claims
+            .first()
+            .and_then(|c| c.metadata.name.clone())
+            .unwrap_or_else(|| DATA_VOLUME.to_owned()),
+        None => fresh_claim_name(i, &live.claims, want_class.as_deref()),
+    };
     let mut volumes = Vec::new();
     let mut mounts = vec![VolumeMount {
-        name: DATA_VOLUME.to_owned(),
+        name: claim_name.clone(),
         mount_path: DATA_DIR.to_owned(),
         ..VolumeMount::default()
     }];
@@ -862,7 +934,7 @@ pub fn render(
 
     let desired_claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.to_owned()),
+            name: Some(claim_name.clone()),
             labels: Some(selector.clone()),
             ..ObjectMeta::default()
         },
@@ -877,16 +949,9 @@ pub fn render(
         }),
         status: None,
     };
-    // Claim templates are immutable: keep the live ones, and report a class change.
-    let live_claims = live
-        .statefulset
-        .as_ref()
-        .and_then(|s| s.spec.volume_claim_templates.clone())
-        .filter(|c| !c.is_empty());
     let storage_class_change = live_claims.as_ref().and_then(|claims| {
         let live_class = claims
-            .iter()
-            .find(|c| c.metadata.name.as_deref() == Some(DATA_VOLUME))
+            .first()
             .and_then(|c| c.spec.as_ref())
             .and_then(|s| s.storage_class_name.clone());
         let want = spec.storage_class().map(str::to_owned);
