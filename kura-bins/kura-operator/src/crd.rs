@@ -163,6 +163,18 @@ pub struct KuraInstanceStatus {
     pub node_port_cache: Option<i32>,
 }
 
+/// The JSON names of every status field (a status write clears those it leaves empty).
+pub const STATUS_FIELDS: &[&str] = &[
+    "phase",
+    "publicURL",
+    "observedImage",
+    "readyReplicas",
+    "message",
+    "lastReconciledAt",
+    "nodeAddress",
+    "nodePortCache",
+];
+
 impl KuraInstanceSpec {
     /// Replicas, defaulting to 3 when unset or ≤ 0.
     pub fn effective_replicas(&self) -> i32 {

@@ -193,7 +193,18 @@ async fn write_status(
     name: &str,
     status: &KuraInstanceStatus,
 ) -> Result<(), Error> {
-    let patch = serde_json::json!({ "status": status });
+    // A merge patch keeps fields it does not mention: clear the ones that are
+    // now empty (e.g. nodePortCache after exposeNodePort is removed).
+    let mut value = serde_json::to_value(status).map_err(|e| Error::Serialize {
+        what: "status".to_owned(),
+        message: e.to_string(),
+    })?;
+    if let Some(map) = value.as_object_mut() {
+        for key in crate::crd::STATUS_FIELDS {
+            map.entry(*key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": value });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::kube("write status", e))?;

@@ -669,8 +669,16 @@ pub fn render(
             request = request.extra_name(host);
         }
         let live_leaf = secret_bytes(live.leaf_secret.as_ref());
+        // Every literal SAN must be covered (wildcards are checked through
+        // the names they cover), starting with the account peer Service name.
         let sans = request.sans();
-        let expected: Vec<&str> = sans.iter().map(String::as_str).collect();
+        let peer_dns = request.peer_service_dns_name();
+        let mut expected: Vec<&str> = vec![peer_dns.as_str()];
+        expected.extend(
+            sans.iter()
+                .map(String::as_str)
+                .filter(|s| !s.starts_with("*.")),
+        );
         let leaf_data = match (
             &live.leaf_secret,
             pki.validate_leaf(&live_leaf, &expected, now),
