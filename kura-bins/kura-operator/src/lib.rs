@@ -17,7 +17,8 @@
 //! - [`rbac`] and [`manifests`]: RBAC from one permission table, the CRD and
 //!   the operator Deployment;
 //! - [`reconcile`]: the kube-rs `Controller` wiring, server-side apply,
-//!   finalizer, events.
+//!   finalizer, events;
+//! - [`endpoints`]: the opt-in endpoint hand-off HTTP API for runner dispatch.
 //!
 //! # Example: a dry run
 //!
@@ -47,6 +48,7 @@
 //! ```
 
 pub mod crd;
+pub mod endpoints;
 pub mod error;
 pub mod manifests;
 pub mod primary;

@@ -34,6 +34,27 @@ enum Command {
         #[arg(long, env = "KURA_OPERATOR_IMAGE", default_value = manifests::DEFAULT_IMAGE)]
         image: String,
     },
+    /// Run the controller against the cluster of the kubeconfig (or in-cluster config).
+    Run {
+        /// Namespace the operator watches.
+        #[arg(long, env = "KURA_OPERATOR_NAMESPACE", default_value = manifests::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Address of the health (and endpoint hand-off) server.
+        #[arg(long, env = "KURA_OPERATOR_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Serve `GET /v1/endpoints/{account}?platform=` (endpoint hand-off).
+        #[arg(long, env = "KURA_OPERATOR_SERVE_ENDPOINTS", default_value_t = false)]
+        serve_endpoints: bool,
+        /// `app.kubernetes.io/managed-by` label value.
+        #[arg(long, env = "KURA_OPERATOR_MANAGED_BY", default_value = kura_operator::render::DEFAULT_MANAGED_BY)]
+        managed_by: String,
+        /// Name of the operator pod (reported on events).
+        #[arg(long, env = "POD_NAME")]
+        pod_name: Option<String>,
+        /// Log filter (tracing-subscriber syntax).
+        #[arg(long, env = "KURA_OPERATOR_LOG", default_value = "info")]
+        log: String,
+    },
     /// Print every object the reconciler would apply for a KuraInstance (dry run).
     Render {
         /// The KuraInstance manifest.
@@ -66,9 +87,84 @@ fn read_yaml_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json:
     Ok(docs)
 }
 
+async fn run_controller(
+    namespace: String,
+    listen: std::net::SocketAddr,
+    serve_endpoints: bool,
+    managed_by: String,
+    pod_name: Option<String>,
+) -> anyhow::Result<()> {
+    use kura_operator::endpoints::{EndpointState, app};
+    use kura_operator::primary::HttpRoutability;
+    use kura_operator::reconcile::{Context, run};
+    use std::sync::{Arc, Mutex};
+
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (kubeconfig or in-cluster service account)")?;
+    let routability = Arc::new(HttpRoutability::new(
+        kura_operator::render::HTTP_PORT as u16,
+        std::time::Duration::from_secs(2),
+    ));
+    let mut ctx = Context::new(client, routability, pod_name);
+    ctx.options.managed_by = managed_by;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, serve_endpoints, %namespace, "kura-operator starting");
+    let store_slot: Arc<
+        Mutex<Option<kube::runtime::reflector::Store<kura_operator::crd::KuraInstance>>>,
+    > = Arc::default();
+    let reader = store_slot.clone();
+    let state = EndpointState {
+        instances: Arc::new(move || {
+            reader
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|s| s.state()))
+                .unwrap_or_default()
+        }),
+        clock: Arc::new(kura_ca::time::OffsetDateTime::now_utc),
+    };
+    let server =
+        tokio::spawn(async move { axum::serve(listener, app(state, serve_endpoints)).await });
+    run(Arc::new(ctx), &namespace, |store| {
+        if let Ok(mut slot) = store_slot.lock() {
+            *slot = Some(store);
+        }
+    })
+    .await;
+    server.abort();
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let text = match cli.command {
+        Command::Run {
+            namespace,
+            listen,
+            serve_endpoints,
+            managed_by,
+            pod_name,
+            log,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("--log")?)
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(run_controller(
+                namespace,
+                listen,
+                serve_endpoints,
+                managed_by,
+                pod_name,
+            ))?;
+            return Ok(());
+        }
         Command::Crd => manifests::crd_yaml()?,
         Command::Rbac { namespace } => manifests::rbac_yaml(&namespace)?,
         Command::Deployment { namespace, image } => manifests::deployment_yaml(&namespace, &image)?,

@@ -121,6 +121,19 @@ pub fn deployment(namespace: &str, image: &str) -> Deployment {
                                 value_from: None,
                             },
                             EnvVar {
+                                name: "POD_NAME".to_owned(),
+                                value: None,
+                                value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                                    field_ref: Some(
+                                        k8s_openapi::api::core::v1::ObjectFieldSelector {
+                                            api_version: None,
+                                            field_path: "metadata.name".to_owned(),
+                                        },
+                                    ),
+                                    ..Default::default()
+                                }),
+                            },
+                            EnvVar {
                                 name: "KURA_OPERATOR_LISTEN".to_owned(),
                                 value: Some(format!("0.0.0.0:{OPERATOR_HTTP_PORT}")),
                                 value_from: None,

@@ -55,13 +55,17 @@ pub struct Context {
 
 impl Context {
     /// A context with the real clock, a 30 s requeue and events reported as
-    /// `kura-operator`.
-    pub fn new(client: Client, routability: Arc<dyn Routability>) -> Self {
+    /// `kura-operator` (instance `reporter_instance`, e.g. the pod name).
+    pub fn new(
+        client: Client,
+        routability: Arc<dyn Routability>,
+        reporter_instance: Option<String>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
                 controller: FIELD_MANAGER.to_owned(),
-                instance: std::env::var("POD_NAME").ok(),
+                instance: reporter_instance,
             },
         );
         Self {
