@@ -128,9 +128,10 @@ impl<K: KubeApi, S: SshRunner> Run<'_, K, S> {
             match api.get_server(zone, &ServerId::new(id)).await {
                 Ok(s) => return Ok(Some(s)),
                 Err(e) if e.is_not_found() => {
+                    // The SBS root volume outlives its server: keep its id
+                    // so it is deleted, not orphaned.
                     tracing::warn!(machine = %self.name(), "recorded server is gone");
                     self.st.server_id = None;
-                    self.st.root_volume_id = None;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -229,6 +230,18 @@ impl<K: KubeApi, S: SshRunner> Run<'_, K, S> {
         let server = match self.find_server(&zone).await? {
             Some(s) => s,
             None => {
+                // A server that vanished leaves its root volume: delete it
+                // before ordering the replacement.
+                if let Some(vol) = self.st.root_volume_id.clone() {
+                    self.ctx
+                        .scw
+                        .block()
+                        .ensure_volume_deleted(&zone, &VolumeId::new(vol.clone()))
+                        .await?;
+                    self.event(EventType::Normal, "VolumeDeleted", &vol).await;
+                    self.st.root_volume_id = None;
+                    self.save().await?;
+                }
                 self.set_phase(InstancePhase::Provisioning).await;
                 self.create_server(&zone).await?
             }

@@ -130,9 +130,21 @@ async fn controller_restart_mid_provisioning_converges_without_a_second_order() 
     // of the create is lost, then the controller dies): the next controller
     // finds the server by name.
     h.add_instance_machine("cache-2");
-    h.sim
+    let lost = h
+        .sim
         .inject(Fault::on(Method::POST, "/instance/v1/zones/fr-par-1/servers").drop_response());
-    h.drive_instance("cache-2", 2, |_| false).await;
+    h.run_instance("cache-2", 2).await;
+    assert_eq!(h.sim.fault_fired(lost), 1);
+    let st = h
+        .kube
+        .instance_machine(NS, "cache-2")
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(
+        st.server_id.is_none(),
+        "the lost create must not have been recorded"
+    );
     h.restart();
     h.drive_instance("cache-2", 100, ready_instance).await;
     let created: Vec<_> = h
@@ -438,6 +450,10 @@ async fn failed_node_never_retried() {
         posts as u32, st.failure_attempts,
         "a retry ran before its backoff elapsed"
     );
+    // The last requeue delay has elapsed: this reconcile retries (and fails
+    // again); the next one, before the new backoff ends, must not touch the API.
+    let m = h.kube.instance_machine(NS, "cache-9").unwrap();
+    kura_provider::instance::reconcile(&h.ctx, m).await;
     let before = h.sim.requests().len();
     let m = h.kube.instance_machine(NS, "cache-9").unwrap();
     let next = kura_provider::instance::reconcile(&h.ctx, m).await;

@@ -254,6 +254,20 @@ impl Harness {
         );
     }
 
+    /// Runs `n` reconciliations of Instance machine `name`, whatever happens.
+    pub async fn run_instance(&self, name: &str, n: usize) {
+        for _ in 0..n {
+            self.kubelet_tick();
+            let Some(m) = self.kube.instance_machine(NS, name) else {
+                return;
+            };
+            match kura_provider::instance::reconcile(&self.ctx, m).await {
+                Next::Requeue(d) => self.sim.advance(d),
+                Next::Wait => self.sim.advance(Duration::from_secs(1)),
+            }
+        }
+    }
+
     /// Same for an Elastic Metal machine.
     pub async fn drive_elastic_metal(
         &self,
