@@ -17,7 +17,7 @@ pub const PN_IPV4_LABEL: &str = "tuist.dev/pn-ipv4";
 pub(crate) enum StepError {
     /// Scaleway API error.
     #[error("scaleway: {0}")]
-    Scaleway(#[from] kura_scaleway::Error),
+    Scaleway(Box<kura_scaleway::Error>),
     /// Kubernetes API error (always retried).
     #[error("kubernetes: {0}")]
     Kube(#[from] KubeError),
@@ -27,6 +27,12 @@ pub(crate) enum StepError {
         reason: &'static str,
         message: String,
     },
+}
+
+impl From<kura_scaleway::Error> for StepError {
+    fn from(e: kura_scaleway::Error) -> Self {
+        Self::Scaleway(Box::new(e))
+    }
 }
 
 impl StepError {
@@ -46,10 +52,7 @@ impl StepError {
     }
     pub(crate) fn reason(&self) -> &'static str {
         match self {
-            Self::Scaleway(e) if self.is_retryable() => {
-                let _ = e;
-                "ScalewayAPIUnavailable"
-            }
+            Self::Scaleway(_) if self.is_retryable() => "ScalewayAPIUnavailable",
             Self::Scaleway(_) => "ScalewayAPIError",
             Self::Kube(_) => "KubernetesAPIError",
             Self::Failed { reason, .. } => reason,

@@ -222,8 +222,10 @@ impl SshRunner for OpenSsh {
 /// fail the next calls (tests).
 #[derive(Clone, Debug, Default)]
 pub struct RecordingSsh {
-    inner: Arc<Mutex<(Vec<(Ipv4Addr, String)>, u32)>>,
+    inner: Arc<Mutex<SshLog>>,
 }
+
+type SshLog = (Vec<(Ipv4Addr, String)>, u32);
 
 impl RecordingSsh {
     /// Scripts run so far, with their host.

@@ -786,7 +786,7 @@ async fn finish<K: KubeApi, S: SshRunner>(
         }
         Err(e) => {
             let error_type = match &e {
-                StepError::Scaleway(se) => scaleway_error_type(se),
+                StepError::Scaleway(se) => scaleway_error_type(se.as_ref()),
                 StepError::Kube(_) => "kubernetes",
                 StepError::Failed { .. } => "failed",
             };

@@ -168,12 +168,15 @@ pub trait KubeApi: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
+/// Type, labels and data of a stored Secret.
+type StoredSecret = (String, BTreeMap<String, String>, SecretData);
+
 #[derive(Default)]
 struct MemState {
     nodes: HashMap<String, NodeInfo>,
     machines: HashMap<(String, String), CapiMachine>,
     clusters: HashMap<(String, String), CapiCluster>,
-    secrets: HashMap<(String, String), (String, BTreeMap<String, String>, SecretData)>,
+    secrets: HashMap<(String, String), StoredSecret>,
     instance_machines: HashMap<(String, String), ScalewayInstanceMachine>,
     em_machines: HashMap<(String, String), ScalewayElasticMetalMachine>,
     events: Vec<RecordedEvent>,

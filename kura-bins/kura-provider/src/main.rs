@@ -53,7 +53,7 @@ enum Command {
         kubernetes_minor: String,
     },
     /// Run the controllers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -279,7 +279,7 @@ fn main() -> ExitCode {
             kubernetes_minor,
         } => render(node_name, taints, cluster_dns, kubeconfig, kubernetes_minor),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(run(args)),
+            Ok(rt) => rt.block_on(run(*args)),
             Err(e) => Err(Failure::Runtime(e.into())),
         },
     };

@@ -133,7 +133,7 @@ async fn controller_restart_mid_provisioning_converges_without_a_second_order() 
     let lost = h
         .sim
         .inject(Fault::on(Method::POST, "/instance/v1/zones/fr-par-1/servers").drop_response());
-    h.run_instance("cache-2", 2).await;
+    h.run_instance("cache-2", 1).await;
     assert_eq!(h.sim.fault_fired(lost), 1);
     let st = h
         .kube
