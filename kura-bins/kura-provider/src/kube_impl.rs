@@ -109,7 +109,6 @@ async fn save<T>(
     client: &kube::Client,
     obj: &T,
     spec_patch: serde_json::Value,
-    status: serde_json::Value,
 ) -> Result<T, KubeError>
 where
     T: kube::Resource<Scope = kube::core::NamespaceResourceScope>
@@ -151,15 +150,12 @@ where
         // Being removed by the API server: no status to write.
         return Ok(updated);
     }
+    // Replace (not merge) the status so cleared fields are removed, with
+    // the resourceVersion just written as precondition.
+    let mut desired = obj.clone();
+    desired.meta_mut().resource_version = updated.meta().resource_version.clone();
     match api
-        .patch_status(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(&json!({ "status": status })),
-        )
+        .replace_status(&name, &PostParams::default(), &desired)
         .await
     {
         Ok(o) => Ok(o),
@@ -290,7 +286,6 @@ impl KubeApi for KubeClient {
             &self.client,
             m,
             json!({"providerID": m.spec.provider_id}),
-            serde_json::to_value(&m.status).unwrap_or_default(),
         )
         .await
     }
@@ -302,7 +297,6 @@ impl KubeApi for KubeClient {
             &self.client,
             m,
             json!({"providerID": m.spec.provider_id}),
-            serde_json::to_value(&m.status).unwrap_or_default(),
         )
         .await
     }
