@@ -64,6 +64,13 @@ impl Fault {
             ..Self::on(Method::GET, path_contains)
         }
     }
+    /// Matches the `n`th request (1-based) the simulator sees from now on,
+    /// whatever its method and path: a fault sweep injects at "call index
+    /// `n`" with `Fault::at_call(n)` plus an action (the default answers 503,
+    /// `.drop_response()` applies the call and loses the answer).
+    pub fn at_call(n: u64) -> Self {
+        Self::on_any("").nth(n)
+    }
     /// Fires first on the `n`th matching request (1-based, default 1).
     pub fn nth(mut self, n: u64) -> Self {
         self.nth = n.max(1);

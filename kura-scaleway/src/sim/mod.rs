@@ -456,6 +456,19 @@ impl Simulator {
         self.lock().baremetal_infos()
     }
 
+    /// The user data `key` of Instance server `id`, read directly (no
+    /// request is logged and no fault applies): what cloud-init would get.
+    pub fn instance_user_data(&self, id: &str, key: &str) -> Option<Bytes> {
+        self.lock().user_data(id, key)
+    }
+
+    /// Makes the next `count` Elastic Metal OS installs that finish end in
+    /// install status `error` instead of `completed` (a reinstall afterwards
+    /// succeeds once the count is used up).
+    pub fn fail_next_baremetal_installs(&self, count: u32) {
+        self.lock().em_install_failures = count;
+    }
+
     /// Puts an Instance server in the `locked` state (or back to `stopped`).
     pub fn set_instance_server_locked(&self, id: &str, locked: bool) -> bool {
         self.lock().set_locked(id, locked)

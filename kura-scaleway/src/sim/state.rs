@@ -480,6 +480,8 @@ pub(super) struct State {
     vlan_counter: u32,
     mac_counter: u32,
     public_counter: u32,
+    /// Elastic Metal installs still to end in `error` (fault injection).
+    pub(super) em_install_failures: u32,
 }
 
 impl State {
@@ -520,6 +522,7 @@ impl State {
             vlan_counter: 0,
             mac_counter: 0,
             public_counter: 0,
+            em_install_failures: 0,
         }
     }
 
@@ -643,7 +646,12 @@ impl State {
                     && let Some(i) = &mut s.install
                     && i.status == "installing"
                 {
-                    i.status = "completed";
+                    if self.em_install_failures > 0 {
+                        self.em_install_failures -= 1;
+                        i.status = "error";
+                    } else {
+                        i.status = "completed";
+                    }
                     s.updated = now;
                 }
             }
@@ -762,6 +770,15 @@ impl State {
                     .collect(),
             })
             .collect()
+    }
+
+    pub(super) fn user_data(&self, id: &str, key: &str) -> Option<Bytes> {
+        self.servers
+            .iter()
+            .find(|s| s.id == id)?
+            .user_data
+            .get(key)
+            .cloned()
     }
 
     pub(super) fn set_locked(&mut self, id: &str, locked: bool) -> bool {
