@@ -167,9 +167,11 @@ async fn saving_a_machine_patches_finalizers_with_a_precondition_then_replaces_s
     m.metadata.namespace = Some("default".into());
     m.metadata.resource_version = Some("7".into());
     m.metadata.finalizers = Some(vec!["scalewayinstance.cluster.x-k8s.io/finalizer".into()]);
-    let mut status = kura_provider::crd::ScalewayInstanceMachineStatus::default();
-    status.server_id = Some("srv".into());
     // Cleared fields must disappear: nothing sets nextRetryAt here.
+    let status = kura_provider::crd::ScalewayInstanceMachineStatus {
+        server_id: Some("srv".into()),
+        ..Default::default()
+    };
     m.status = Some(status);
     let saved = kube.save_instance_machine(&m).await.unwrap();
     assert_eq!(saved.status.unwrap().server_id.as_deref(), Some("srv"));
