@@ -70,7 +70,19 @@ pub async fn ensure<K: KubeApi>(
 ) -> Result<String, KubeError> {
     let id = token_id(namespace, name);
     let secret = secret_name(namespace, name);
-    let existing = kube.get_secret(TOKEN_NAMESPACE, &secret).await?;
+    let mut existing = kube.get_secret(TOKEN_NAMESPACE, &secret).await?;
+    // A token that expires within the hour is replaced: a node rendered
+    // with it could not join (e.g. a Failed machine retried days later).
+    let expiring = existing
+        .as_ref()
+        .and_then(|d| d.get("expiration"))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(crate::context::parse_rfc3339)
+        .is_some_and(|exp| exp < now + std::time::Duration::from_secs(3600));
+    if expiring {
+        kube.delete_secret(TOKEN_NAMESPACE, &secret).await?;
+        existing = None;
+    }
     let token_secret = match existing
         .as_ref()
         .and_then(|d| d.get("token-secret"))
@@ -143,6 +155,39 @@ pub async fn delete<K: KubeApi>(kube: &K, namespace: &str, name: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn expired_tokens_are_replaced_and_live_ones_reused() {
+        let kube = crate::kube_side::MemoryKube::new();
+        let config = ProviderConfig::new(kura_scaleway::ProjectId::new("p"), "https://k", "ca");
+        let t0 = time::OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
+        let a = ensure(&kube, &config, t0, "K", "ns", "m").await.unwrap();
+        let b = ensure(
+            &kube,
+            &config,
+            t0 + std::time::Duration::from_secs(3600),
+            "K",
+            "ns",
+            "m",
+        )
+        .await
+        .unwrap();
+        assert_eq!(a, b, "a live token is reused");
+        let c = ensure(
+            &kube,
+            &config,
+            t0 + std::time::Duration::from_secs(24 * 3600),
+            "K",
+            "ns",
+            "m",
+        )
+        .await
+        .unwrap();
+        assert_ne!(a, c, "an expiring token is replaced");
+        assert!(kube.has_secret(TOKEN_NAMESPACE, &secret_name("ns", "m")));
+        delete(&kube, "ns", "m").await.unwrap();
+        assert_eq!(kube.secret_count(), 0);
+    }
 
     #[test]
     fn token_ids_are_valid_and_stable() {

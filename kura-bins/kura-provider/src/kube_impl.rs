@@ -282,23 +282,13 @@ impl KubeApi for KubeClient {
         &self,
         m: &ScalewayInstanceMachine,
     ) -> Result<ScalewayInstanceMachine, KubeError> {
-        save(
-            &self.client,
-            m,
-            json!({"providerID": m.spec.provider_id}),
-        )
-        .await
+        save(&self.client, m, json!({"providerID": m.spec.provider_id})).await
     }
     async fn save_elastic_metal_machine(
         &self,
         m: &ScalewayElasticMetalMachine,
     ) -> Result<ScalewayElasticMetalMachine, KubeError> {
-        save(
-            &self.client,
-            m,
-            json!({"providerID": m.spec.provider_id}),
-        )
-        .await
+        save(&self.client, m, json!({"providerID": m.spec.provider_id})).await
     }
     async fn event(&self, object: &ObjectRef, event_type: EventType, reason: &str, note: &str) {
         let reference = ObjectReference {
