@@ -267,6 +267,23 @@ async fn apply_instance(
     if ki.spec.managed_certificates() {
         live.ca_secret = get_opt(&secrets, &names.ca_secret).await?;
         live.leaf_secret = get_opt(&secrets, &names.leaf_secret).await?;
+        let account_selector = format!(
+            "app.kubernetes.io/name=kura,tuist.dev/account={}",
+            names.account.as_str()
+        );
+        live.account_leaves = secrets
+            .list(&ListParams::default().labels(&account_selector))
+            .await
+            .map_err(|e| Error::kube("list account leaves", e))?
+            .items
+            .into_iter()
+            .filter(|s| {
+                s.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with("-peer-tls"))
+            })
+            .collect();
     }
     let claims = pvcs
         .list(&ListParams::default().labels(&selector))
