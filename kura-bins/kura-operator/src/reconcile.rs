@@ -468,6 +468,23 @@ async fn apply_instance(
         }
     }
 
+    // Volumes are expanded to the desired size, never shrunk.
+    if let Some(template) = applied_sts
+        .as_ref()
+        .and_then(|s| s.spec.volume_claim_templates.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.metadata.name.clone())
+    {
+        expand_claims(
+            &pvcs,
+            &name,
+            &template,
+            ki.spec.effective_storage_size(),
+            &claims,
+        )
+        .await?;
+    }
+
     // Status: node address of the primary pod's node, node port of -external.
     let primary_node = pod_list
         .iter()
@@ -498,6 +515,63 @@ async fn apply_instance(
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     Ok(Action::requeue(ctx.requeue))
+}
+
+fn bytes_of(quantity: &str) -> Option<i128> {
+    kura_netpol::Quantity::parse(quantity)
+        .ok()?
+        .to_integer_ceil()
+}
+
+/// Claims of `template` whose requested size is below `size`, with the
+/// size to request. Claims are never shrunk.
+pub fn claims_to_expand(
+    instance: &str,
+    template: &str,
+    size: &str,
+    claims: &[PersistentVolumeClaim],
+) -> Vec<String> {
+    let Some(want) = bytes_of(size) else {
+        return Vec::new();
+    };
+    let prefix = format!("{template}-{instance}-");
+    claims
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|c| {
+            let have = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .and_then(|q| bytes_of(&q.0));
+            have.is_some_and(|have| have < want)
+        })
+        .filter_map(|c| c.metadata.name.clone())
+        .collect()
+}
+
+async fn expand_claims(
+    pvcs: &Api<PersistentVolumeClaim>,
+    instance: &str,
+    template: &str,
+    size: &str,
+    claims: &[PersistentVolumeClaim],
+) -> Result<(), Error> {
+    for claim in claims_to_expand(instance, template, size, claims) {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        pvcs.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::kube(format!("expand {claim}"), e))?;
+    }
+    Ok(())
 }
 
 async fn invalid_spec(

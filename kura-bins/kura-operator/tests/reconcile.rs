@@ -686,3 +686,25 @@ async fn leaves_of_different_accounts_fail_the_handshake() {
     assert!(handshake(&la, &lb, &peer_dns("alpha")).await.is_err());
     assert!(handshake(&la, &la, &peer_dns("alpha")).await.is_ok());
 }
+
+#[tokio::test]
+async fn volumes_are_expanded_never_shrunk() {
+    let h = Harness::new();
+    let name = h.add_instance(fixture("private-nodeport.yaml")); // 100Gi
+    h.reconcile(&name).await;
+    let claim = |n: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": n, "namespace": "kura",
+            "labels": {"app.kubernetes.io/name": "kura", "app.kubernetes.io/instance": "kura-acme-mac"}},
+        "spec": {"storageClassName": "scw-local-nvme", "resources": {"requests": {"storage": size}}}})
+    };
+    h.api.put(claim("data-kura-acme-mac-0", "50Gi"));
+    h.api.put(claim("data-kura-acme-mac-1", "200Gi"));
+    h.reconcile(&name).await;
+    let size = |n: &str| {
+        h.api.get("PersistentVolumeClaim", n).unwrap()["spec"]["resources"]["requests"]["storage"]
+            .clone()
+    };
+    assert_eq!(size("data-kura-acme-mac-0"), "100Gi");
+    assert_eq!(size("data-kura-acme-mac-1"), "200Gi");
+}
