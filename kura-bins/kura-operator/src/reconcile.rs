@@ -510,11 +510,44 @@ async fn apply_instance(
         note,
         now: rfc3339(now),
     });
-    write_status(api, &name, &new_status).await?;
+    if status_needs_write(ki.status.as_ref(), &new_status, now) {
+        write_status(api, &name, &new_status).await?;
+    }
     if migrating {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     Ok(Action::requeue(ctx.requeue))
+}
+
+/// How often an unchanged status is re-stamped (`lastReconciledAt` is the
+/// endpoint hand-off's freshness proof, stale after 120 s).
+pub const RESTAMP_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether to write `new` over `previous`: when anything but
+/// `lastReconciledAt` changed, or the stamp is older than [`RESTAMP_AFTER`].
+/// Writing an identical status on every reconcile would re-trigger the
+/// controller (a status write is a watch event) in a hot loop.
+pub fn status_needs_write(
+    previous: Option<&KuraInstanceStatus>,
+    new: &KuraInstanceStatus,
+    now: OffsetDateTime,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let mut same = new.clone();
+    same.last_reconciled_at = previous.last_reconciled_at.clone();
+    if &same != previous {
+        return true;
+    }
+    let stamped = previous
+        .last_reconciled_at
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    match stamped {
+        Some(t) => now - t >= RESTAMP_AFTER || t > now,
+        None => true,
+    }
 }
 
 fn bytes_of(quantity: &str) -> Option<i128> {
@@ -581,9 +614,12 @@ async fn invalid_spec(
     err: &SpecError,
 ) -> Result<Action, Error> {
     let message = err.to_string();
-    publish(ctx, ki, EventType::Warning, "InvalidSpec", message.clone()).await;
-    let st = status::invalid_spec(&message, ki.status.as_ref(), rfc3339((ctx.clock)()));
-    write_status(api, &ki.name_any(), &st).await?;
+    let now = (ctx.clock)();
+    let st = status::invalid_spec(&message, ki.status.as_ref(), rfc3339(now));
+    if status_needs_write(ki.status.as_ref(), &st, now) {
+        publish(ctx, ki, EventType::Warning, "InvalidSpec", message.clone()).await;
+        write_status(api, &ki.name_any(), &st).await?;
+    }
     // Not an error: retrying cannot help until the object changes.
     Ok(Action::requeue(Duration::from_secs(300)))
 }

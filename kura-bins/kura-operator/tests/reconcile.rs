@@ -529,6 +529,13 @@ async fn a_bad_spec_reports_pending_with_an_event_and_does_not_fail() {
         assert_eq!(st["phase"], "Pending");
         assert!(st["message"].as_str().unwrap().contains(expected), "{st}");
         assert!(h.api.get("StatefulSet", &name).is_none(), "nothing applied");
+        // Reconciling the unchanged bad object again writes nothing (no hot loop).
+        let before = h.api.requests().len();
+        h.reconcile(&name).await;
+        assert!(
+            h.api.requests()[before..].iter().all(|r| r.method == "GET"),
+            "a repeated bad spec must only read"
+        );
     }
     let events: Vec<Value> = h
         .api
@@ -707,4 +714,31 @@ async fn volumes_are_expanded_never_shrunk() {
     };
     assert_eq!(size("data-kura-acme-mac-0"), "100Gi");
     assert_eq!(size("data-kura-acme-mac-1"), "200Gi");
+}
+
+#[tokio::test]
+async fn an_unchanged_status_is_not_rewritten_until_the_restamp_interval() {
+    // A status write is a watch event: rewriting it every reconcile would loop.
+    let h = Harness::new();
+    let name = h.add_instance(fixture("plain.yaml"));
+    h.reconcile(&name).await;
+    let status_writes = |h: &Harness| {
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains("/status"))
+            .count()
+    };
+    h.api.clear_requests();
+    h.reconcile(&name).await;
+    assert_eq!(status_writes(&h), 0, "unchanged status rewritten");
+    *h.clock.lock().unwrap() += kura_ca::time::Duration::seconds(61);
+    h.reconcile(&name).await;
+    assert_eq!(status_writes(&h), 1, "stale stamp must be refreshed");
+    // A real change is written at once.
+    h.sts_ready(&name, 3);
+    h.api.clear_requests();
+    h.reconcile(&name).await;
+    assert_eq!(status_writes(&h), 1);
+    assert_eq!(h.status(&name)["phase"], "Ready");
 }
