@@ -640,7 +640,10 @@ async fn cleanup(ki: &KuraInstance, ctx: &Context) -> Result<(), Error> {
         .items
         .into_iter()
         .filter(|o| {
-            o.name_any() != names.instance && o.spec.account_handle == names.account.as_str()
+            // Instances being deleted do not keep the account objects alive.
+            o.name_any() != names.instance
+                && o.metadata.deletion_timestamp.is_none()
+                && o.spec.account_handle == names.account.as_str()
         })
         .count();
     if others == 0 {
