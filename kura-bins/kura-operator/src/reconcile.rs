@@ -267,6 +267,23 @@ async fn apply_instance(
     if ki.spec.managed_certificates() {
         live.ca_secret = get_opt(&secrets, &names.ca_secret).await?;
         live.leaf_secret = get_opt(&secrets, &names.leaf_secret).await?;
+        let account_selector = format!(
+            "app.kubernetes.io/name=kura,tuist.dev/account={}",
+            names.account.as_str()
+        );
+        live.account_leaves = secrets
+            .list(&ListParams::default().labels(&account_selector))
+            .await
+            .map_err(|e| Error::kube("list account leaves", e))?
+            .items
+            .into_iter()
+            .filter(|s| {
+                s.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with("-peer-tls"))
+            })
+            .collect();
     }
     let claims = pvcs
         .list(&ListParams::default().labels(&selector))
@@ -451,6 +468,23 @@ async fn apply_instance(
         }
     }
 
+    // Volumes are expanded to the desired size, never shrunk.
+    if let Some(template) = applied_sts
+        .as_ref()
+        .and_then(|s| s.spec.volume_claim_templates.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.metadata.name.clone())
+    {
+        expand_claims(
+            &pvcs,
+            &name,
+            &template,
+            ki.spec.effective_storage_size(),
+            &claims,
+        )
+        .await?;
+    }
+
     // Status: node address of the primary pod's node, node port of -external.
     let primary_node = pod_list
         .iter()
@@ -476,11 +510,101 @@ async fn apply_instance(
         note,
         now: rfc3339(now),
     });
-    write_status(api, &name, &new_status).await?;
+    if status_needs_write(ki.status.as_ref(), &new_status, now) {
+        write_status(api, &name, &new_status).await?;
+    }
     if migrating {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     Ok(Action::requeue(ctx.requeue))
+}
+
+/// How often an unchanged status is re-stamped (`lastReconciledAt` is the
+/// endpoint hand-off's freshness proof, stale after 120 s).
+pub const RESTAMP_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether to write `new` over `previous`: when anything but
+/// `lastReconciledAt` changed, or the stamp is older than [`RESTAMP_AFTER`].
+/// Writing an identical status on every reconcile would re-trigger the
+/// controller (a status write is a watch event) in a hot loop.
+pub fn status_needs_write(
+    previous: Option<&KuraInstanceStatus>,
+    new: &KuraInstanceStatus,
+    now: OffsetDateTime,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let mut same = new.clone();
+    same.last_reconciled_at = previous.last_reconciled_at.clone();
+    if &same != previous {
+        return true;
+    }
+    let stamped = previous
+        .last_reconciled_at
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    match stamped {
+        Some(t) => now - t >= RESTAMP_AFTER || t > now,
+        None => true,
+    }
+}
+
+fn bytes_of(quantity: &str) -> Option<i128> {
+    kura_netpol::Quantity::parse(quantity)
+        .ok()?
+        .to_integer_ceil()
+}
+
+/// Claims of `template` whose requested size is below `size`, with the
+/// size to request. Claims are never shrunk.
+pub fn claims_to_expand(
+    instance: &str,
+    template: &str,
+    size: &str,
+    claims: &[PersistentVolumeClaim],
+) -> Vec<String> {
+    let Some(want) = bytes_of(size) else {
+        return Vec::new();
+    };
+    let prefix = format!("{template}-{instance}-");
+    claims
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|c| {
+            let have = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .and_then(|q| bytes_of(&q.0));
+            have.is_some_and(|have| have < want)
+        })
+        .filter_map(|c| c.metadata.name.clone())
+        .collect()
+}
+
+async fn expand_claims(
+    pvcs: &Api<PersistentVolumeClaim>,
+    instance: &str,
+    template: &str,
+    size: &str,
+    claims: &[PersistentVolumeClaim],
+) -> Result<(), Error> {
+    for claim in claims_to_expand(instance, template, size, claims) {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        pvcs.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::kube(format!("expand {claim}"), e))?;
+    }
+    Ok(())
 }
 
 async fn invalid_spec(
@@ -490,9 +614,12 @@ async fn invalid_spec(
     err: &SpecError,
 ) -> Result<Action, Error> {
     let message = err.to_string();
-    publish(ctx, ki, EventType::Warning, "InvalidSpec", message.clone()).await;
-    let st = status::invalid_spec(&message, ki.status.as_ref(), rfc3339((ctx.clock)()));
-    write_status(api, &ki.name_any(), &st).await?;
+    let now = (ctx.clock)();
+    let st = status::invalid_spec(&message, ki.status.as_ref(), rfc3339(now));
+    if status_needs_write(ki.status.as_ref(), &st, now) {
+        publish(ctx, ki, EventType::Warning, "InvalidSpec", message.clone()).await;
+        write_status(api, &ki.name_any(), &st).await?;
+    }
     // Not an error: retrying cannot help until the object changes.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -513,7 +640,10 @@ async fn cleanup(ki: &KuraInstance, ctx: &Context) -> Result<(), Error> {
         .items
         .into_iter()
         .filter(|o| {
-            o.name_any() != names.instance && o.spec.account_handle == names.account.as_str()
+            // Instances being deleted do not keep the account objects alive.
+            o.name_any() != names.instance
+                && o.metadata.deletion_timestamp.is_none()
+                && o.spec.account_handle == names.account.as_str()
         })
         .count();
     if others == 0 {

@@ -62,6 +62,10 @@ pub struct RenderOptions {
     pub managed_by: String,
     /// The cluster domain (`cluster.local`).
     pub cluster_domain: String,
+    /// Minimum time a CA rotation phase lasts once every leaf of the account
+    /// is updated, so the kubelet has refreshed the mounted Secrets (and the
+    /// nodes reloaded them) before the next phase.
+    pub rotation_dwell: kura_ca::time::Duration,
 }
 
 impl Default for RenderOptions {
@@ -69,6 +73,7 @@ impl Default for RenderOptions {
         Self {
             managed_by: DEFAULT_MANAGED_BY.to_owned(),
             cluster_domain: kura_ca::names::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            rotation_dwell: kura_ca::time::Duration::minutes(10),
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct LiveObjects {
     pub leaf_secret: Option<Secret>,
     /// The StatefulSet `<instance>` (its claim templates are immutable).
     pub statefulset: Option<StatefulSet>,
+    /// Every leaf Secret of the account (all its instances), for CA rotation.
+    pub account_leaves: Vec<Secret>,
     /// The instance's PersistentVolumeClaims (a recreated StatefulSet must not
     /// reuse claim names of another storage class).
     pub claims: Vec<PersistentVolumeClaim>,
@@ -218,6 +225,11 @@ impl Desired {
         }
     }
 }
+
+/// Annotation on the CA Secret: the last `kura.tuist.dev/rotate-ca` token acted on.
+pub const ROTATION_TOKEN_ANNOTATION: &str = "kura.tuist.dev/rotation-token";
+/// Annotation on the CA Secret: when the current rotation phase began (RFC 3339).
+pub const ROTATION_SINCE_ANNOTATION: &str = "kura.tuist.dev/rotation-phase-since";
 
 /// Kinds of objects the reconciler may delete because the spec no longer wants them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -495,6 +507,103 @@ fn storage_quantity(size: &str) -> Result<Quantity, SpecError> {
     Ok(Quantity(size.to_owned()))
 }
 
+/// Moves an account CA rotation forward by at most one phase:
+///
+/// - `Stable` and an instance's `kura.tuist.dev/rotate-ca` token differs from
+///   the one recorded on the CA Secret → generate the next CA and publish it
+///   in every leaf's trust bundle (`NextPublished`);
+/// - `NextPublished`, every leaf of the account carries the new bundle, and the
+///   phase is older than the dwell time → the next CA signs (`SigningWithNext`);
+/// - `SigningWithNext`, every leaf is signed by the new CA, dwell elapsed →
+///   drop the previous CA (`Stable`).
+///
+/// At every step, any two leaves of the account trust each other's issuer, so
+/// peers never reject each other.
+fn advance_rotation(
+    pki: kura_ca::AccountPki,
+    ki: &KuraInstance,
+    names: &InstanceNames,
+    account_leaves: &[Secret],
+    annotations: &mut BTreeMap<String, String>,
+    dwell: kura_ca::time::Duration,
+    now: OffsetDateTime,
+) -> Result<(kura_ca::AccountPki, Option<String>), Error> {
+    use kura_ca::RotationPhase;
+    use kura_ca::time::format_description::well_known::Rfc3339;
+    let stamp = |annotations: &mut BTreeMap<String, String>| {
+        annotations.insert(
+            ROTATION_SINCE_ANNOTATION.to_owned(),
+            now.format(&Rfc3339).unwrap_or_default(),
+        );
+    };
+    let dwelled = annotations
+        .get(ROTATION_SINCE_ANNOTATION)
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .is_none_or(|since| now - since >= dwell);
+    let bundle = pki.trust_bundle().to_pem().into_bytes();
+    let leaves: Vec<kura_ca::SecretData> = account_leaves
+        .iter()
+        .map(|s| secret_bytes(Some(s)))
+        .collect();
+    match pki.phase() {
+        RotationPhase::Stable => {
+            let requested = ki
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::crd::ROTATE_CA_ANNOTATION))
+                .filter(|t| !t.is_empty());
+            match requested {
+                Some(token) if annotations.get(ROTATION_TOKEN_ANNOTATION) != Some(token) => {
+                    annotations.insert(ROTATION_TOKEN_ANNOTATION.to_owned(), token.clone());
+                    stamp(annotations);
+                    let next =
+                        pki.begin_rotation(&names.account, &kura_ca::CaOptions::default(), now)?;
+                    Ok((
+                        next,
+                        Some(format!("CA rotation {token:?}: next CA published")),
+                    ))
+                }
+                _ => Ok((pki, None)),
+            }
+        }
+        RotationPhase::NextPublished => {
+            let all_trust = leaves
+                .iter()
+                .all(|l| l.get(kura_ca::CA_CERT_KEY) == Some(&bundle));
+            if all_trust && dwelled {
+                stamp(annotations);
+                Ok((
+                    pki.promote_next()?,
+                    Some("CA rotation: the new CA signs".to_owned()),
+                ))
+            } else {
+                Ok((pki, None))
+            }
+        }
+        RotationPhase::SigningWithNext => {
+            // A leaf is signed by the new CA iff it validates against it alone.
+            let signer = kura_ca::TrustBundle::single(pki.signing_ca());
+            let signer_pem = signer.to_pem().into_bytes();
+            let all_signed = leaves.iter().all(|l| {
+                let mut data = l.clone();
+                data.insert(kura_ca::CA_CERT_KEY.to_owned(), signer_pem.clone());
+                kura_ca::validate_leaf(&data, &signer, &[], now).is_ok()
+            });
+            if all_signed && dwelled {
+                stamp(annotations);
+                Ok((
+                    pki.drop_previous()?,
+                    Some("CA rotation: previous CA dropped".to_owned()),
+                ))
+            } else {
+                Ok((pki, None))
+            }
+        }
+        _ => Ok((pki, None)),
+    }
+}
+
 fn slug(class: &str) -> String {
     let s: String = class
         .chars()
@@ -609,7 +718,12 @@ pub fn render(
     let (mut ca_action, mut leaf_action) = (CertAction::NotManaged, CertAction::NotManaged);
     if spec.managed_certificates() {
         let live_ca = secret_bytes(live.ca_secret.as_ref());
-        let (pki, action) = match kura_ca::AccountPki::from_secret_data(&live_ca, now) {
+        let live_annotations = live
+            .ca_secret
+            .as_ref()
+            .and_then(|s| s.metadata.annotations.clone())
+            .unwrap_or_default();
+        let (mut pki, action) = match kura_ca::AccountPki::from_secret_data(&live_ca, now) {
             Ok(pki) => (pki, CertAction::Kept),
             Err(e) => {
                 let reason = if live.ca_secret.is_none() {
@@ -626,6 +740,27 @@ pub fn render(
             }
         };
         ca_action = action;
+        let mut ca_annotations = BTreeMap::new();
+        for key in [ROTATION_TOKEN_ANNOTATION, ROTATION_SINCE_ANNOTATION] {
+            if let Some(v) = live_annotations.get(key) {
+                ca_annotations.insert(key.to_owned(), v.clone());
+            }
+        }
+        if ca_action == CertAction::Kept {
+            let (next, reason) = advance_rotation(
+                pki,
+                ki,
+                &names,
+                &live.account_leaves,
+                &mut ca_annotations,
+                options.rotation_dwell,
+                now,
+            )?;
+            pki = next;
+            if let Some(reason) = reason {
+                ca_action = CertAction::Issued(reason);
+            }
+        }
         let ca_data = match ca_action {
             CertAction::Kept => live_ca,
             _ => pki.to_secret_data(),
@@ -641,8 +776,10 @@ pub fn render(
                 names.account.as_str().to_owned(),
             ),
         ]);
+        let mut ca_meta = meta(&names.ca_secret, &names, &ca_labels, None);
+        ca_meta.annotations = (!ca_annotations.is_empty()).then_some(ca_annotations);
         objects.push(Desired::Secret(Secret {
-            metadata: meta(&names.ca_secret, &names, &ca_labels, None),
+            metadata: ca_meta,
             type_: Some("Opaque".to_owned()),
             data: Some(to_secret_data(ca_data)),
             ..Secret::default()

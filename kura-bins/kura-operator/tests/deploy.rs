@@ -17,6 +17,30 @@ fn deploy_files_match_the_code() {
 }
 
 #[test]
+fn cli_prints_the_committed_manifests() {
+    let dir = common::crate_dir().join("deploy");
+    for (args, file) in [
+        (&["crd"][..], "crd.yaml"),
+        (&["rbac"][..], "rbac.yaml"),
+        (&["deployment"][..], "operator.yaml"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kura-operator"))
+            .args(args)
+            .env_remove("KURA_OPERATOR_NAMESPACE")
+            .env_remove("KURA_OPERATOR_IMAGE")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let expected = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expected,
+            "kura-operator {args:?}"
+        );
+    }
+}
+
+#[test]
 fn deploy_files_pass_kubernetes_validate() {
     if !common::tool_available() {
         return;

@@ -73,7 +73,11 @@ impl Harness {
                 },
             ),
             client,
-            options: RenderOptions::default(),
+            options: RenderOptions {
+                // Tests move through rotation phases without waiting.
+                rotation_dwell: kura_ca::time::Duration::ZERO,
+                ..RenderOptions::default()
+            },
             routability: Arc::new(probe.clone()),
             clock: Arc::new(move || *c.lock().unwrap()),
             requeue: Duration::from_secs(30),
@@ -525,6 +529,13 @@ async fn a_bad_spec_reports_pending_with_an_event_and_does_not_fail() {
         assert_eq!(st["phase"], "Pending");
         assert!(st["message"].as_str().unwrap().contains(expected), "{st}");
         assert!(h.api.get("StatefulSet", &name).is_none(), "nothing applied");
+        // Reconciling the unchanged bad object again writes nothing (no hot loop).
+        let before = h.api.requests().len();
+        h.reconcile(&name).await;
+        assert!(
+            h.api.requests()[before..].iter().all(|r| r.method == "GET"),
+            "a repeated bad spec must only read"
+        );
     }
     let events: Vec<Value> = h
         .api
@@ -571,4 +582,163 @@ async fn deleting_the_last_instance_of_an_account_removes_the_account_objects() 
     h.reconcile(&b).await;
     assert!(h.api.get("Secret", "kura-acme-peer-ca").is_none());
     assert!(h.api.get("Service", "kura-acme-peers").is_none());
+}
+
+/// A real mTLS handshake over an in-memory pipe between two leaf Secrets.
+async fn handshake(
+    server_leaf: &kura_ca::SecretData,
+    client_leaf: &kura_ca::SecretData,
+    dns: &str,
+) -> Result<(), String> {
+    use kura_ca::{PeerIdentity, ServerOptions, TrustBundle, client_config, server_config};
+    let e = |x: kura_ca::Error| x.to_string();
+    let server = server_config(
+        &PeerIdentity::from_secret_data(server_leaf).map_err(e)?,
+        &TrustBundle::from_pem(&server_leaf["ca.pem"]).map_err(e)?,
+        &ServerOptions::default(),
+    )
+    .map_err(e)?;
+    let client = client_config(
+        &PeerIdentity::from_secret_data(client_leaf).map_err(e)?,
+        &TrustBundle::from_pem(&client_leaf["ca.pem"]).map_err(e)?,
+        dns,
+    )
+    .map_err(e)?;
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    let connector = tokio_rustls::TlsConnector::from(client.config.clone());
+    let (s, c) = tokio::join!(
+        acceptor.accept(a),
+        connector.connect(client.server_name.clone(), b)
+    );
+    c.map_err(|e| format!("client: {e}"))?;
+    let mut s = s.map_err(|e| format!("server: {e}"))?;
+    // Drive the server side until the client's certificate has been checked.
+    use tokio::io::AsyncWriteExt;
+    s.flush().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ca_rotation_goes_through_the_phases_without_peers_rejecting_each_other() {
+    let h = Harness::new();
+    let a = h.add_instance(mesh("kura-acme-eu", "acme"));
+    let b = h.add_instance(mesh("kura-acme-us", "acme"));
+    h.reconcile(&a).await;
+    h.reconcile(&b).await;
+    let original = h.secret("kura-acme-peer-ca");
+    let dns = peer_dns("acme");
+    let check_mesh = |h: &Harness| {
+        let la = h.secret("kura-acme-eu-peer-tls");
+        let lb = h.secret("kura-acme-us-peer-tls");
+        (la, lb)
+    };
+    h.api.patch(
+        "KuraInstance",
+        &a,
+        json!({"metadata": {"annotations": {"kura.tuist.dev/rotate-ca": "r1"}}}),
+    );
+    let mut phases = Vec::new();
+    for step in 0..12 {
+        let inst = if step % 2 == 0 { &a } else { &b };
+        h.reconcile(inst).await;
+        let ca = h.secret("kura-acme-peer-ca");
+        let phase = if ca.contains_key("next-ca.pem") {
+            "NextPublished"
+        } else if ca.contains_key("previous-ca.pem") {
+            "SigningWithNext"
+        } else {
+            "Stable"
+        };
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+        let (la, lb) = check_mesh(&h);
+        handshake(&la, &lb, &dns)
+            .await
+            .unwrap_or_else(|e| panic!("step {step} ({phase}): b -> a rejected: {e}"));
+        handshake(&lb, &la, &dns)
+            .await
+            .unwrap_or_else(|e| panic!("step {step} ({phase}): a -> b rejected: {e}"));
+    }
+    assert_eq!(phases, ["NextPublished", "SigningWithNext", "Stable"]);
+    let rotated = h.secret("kura-acme-peer-ca");
+    assert_ne!(rotated["ca.pem"], original["ca.pem"], "a new CA signs");
+    let ca = h.api.get("Secret", "kura-acme-peer-ca").unwrap();
+    assert_eq!(
+        ca["metadata"]["annotations"]["kura.tuist.dev/rotation-token"],
+        "r1"
+    );
+    // Both leaves are now signed by the new CA alone.
+    let now = *h.clock.lock().unwrap();
+    let pki = kura_ca::AccountPki::from_secret_data(&rotated, now).unwrap();
+    for inst in [&a, &b] {
+        pki.validate_leaf(&h.secret(&format!("{inst}-peer-tls")), &[&dns], now)
+            .unwrap();
+    }
+    // The same token does not rotate again.
+    h.reconcile(&a).await;
+    assert_eq!(h.secret("kura-acme-peer-ca"), rotated);
+}
+
+#[tokio::test]
+async fn leaves_of_different_accounts_fail_the_handshake() {
+    let h = Harness::new();
+    let a = h.add_instance(mesh("kura-alpha", "alpha"));
+    let b = h.add_instance(mesh("kura-bravo", "bravo"));
+    h.reconcile(&a).await;
+    h.reconcile(&b).await;
+    let la = h.secret("kura-alpha-peer-tls");
+    let lb = h.secret("kura-bravo-peer-tls");
+    assert!(handshake(&la, &lb, &peer_dns("alpha")).await.is_err());
+    assert!(handshake(&la, &la, &peer_dns("alpha")).await.is_ok());
+}
+
+#[tokio::test]
+async fn volumes_are_expanded_never_shrunk() {
+    let h = Harness::new();
+    let name = h.add_instance(fixture("private-nodeport.yaml")); // 100Gi
+    h.reconcile(&name).await;
+    let claim = |n: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": n, "namespace": "kura",
+            "labels": {"app.kubernetes.io/name": "kura", "app.kubernetes.io/instance": "kura-acme-mac"}},
+        "spec": {"storageClassName": "scw-local-nvme", "resources": {"requests": {"storage": size}}}})
+    };
+    h.api.put(claim("data-kura-acme-mac-0", "50Gi"));
+    h.api.put(claim("data-kura-acme-mac-1", "200Gi"));
+    h.reconcile(&name).await;
+    let size = |n: &str| {
+        h.api.get("PersistentVolumeClaim", n).unwrap()["spec"]["resources"]["requests"]["storage"]
+            .clone()
+    };
+    assert_eq!(size("data-kura-acme-mac-0"), "100Gi");
+    assert_eq!(size("data-kura-acme-mac-1"), "200Gi");
+}
+
+#[tokio::test]
+async fn an_unchanged_status_is_not_rewritten_until_the_restamp_interval() {
+    // A status write is a watch event: rewriting it every reconcile would loop.
+    let h = Harness::new();
+    let name = h.add_instance(fixture("plain.yaml"));
+    h.reconcile(&name).await;
+    let status_writes = |h: &Harness| {
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains("/status"))
+            .count()
+    };
+    h.api.clear_requests();
+    h.reconcile(&name).await;
+    assert_eq!(status_writes(&h), 0, "unchanged status rewritten");
+    *h.clock.lock().unwrap() += kura_ca::time::Duration::seconds(61);
+    h.reconcile(&name).await;
+    assert_eq!(status_writes(&h), 1, "stale stamp must be refreshed");
+    // A real change is written at once.
+    h.sts_ready(&name, 3);
+    h.api.clear_requests();
+    h.reconcile(&name).await;
+    assert_eq!(status_writes(&h), 1);
+    assert_eq!(h.status(&name)["phase"], "Ready");
 }
