@@ -1225,6 +1225,24 @@ impl Store {
         }
     }
 
+    /// Every namespace tombstone, in namespace order (what a replica exchanges so that a
+    /// deleted namespace is never resurrected by a peer that missed the deletion).
+    pub fn namespace_tombstones(&self) -> Result<Vec<(NamespaceId, Version)>> {
+        let rtx = self.read_txn()?;
+        let t = rtx.open_table(NS_TOMBS).map_err(mm("open table"))?;
+        let mut out = Vec::new();
+        for r in t.iter().map_err(mm("range"))? {
+            let (k, v) = r.map_err(mm("range"))?;
+            let key = k.value();
+            let prefix = key.strip_suffix(&[0u8]).unwrap_or(key);
+            out.push((
+                NamespaceId::decode_prefix(prefix)?,
+                decode_entry(v.value())?.version,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Change-feed entries with `seq > after`, in order, at most `limit`.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
         let rtx = self.read_txn()?;
