@@ -38,6 +38,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod mesh;
 pub mod metrics;
 pub mod module;
 pub mod server;
