@@ -127,7 +127,7 @@ impl PeerService {
     /// This node's status (also what `GET /_internal/status` answers).
     pub fn status(&self) -> Result<Status, kura_store::Error> {
         let mut namespaces = Vec::new();
-        for ns in self.store.namespaces()? {
+        for ns in self.store.summarized_namespaces()? {
             if ns.account != self.account {
                 continue;
             }

@@ -196,7 +196,7 @@ pub struct Status {
     pub hlc: u64,
     /// Last change-feed sequence number.
     pub last_seq: u64,
-    /// Root of every namespace that has objects.
+    /// Root of every namespace that has summary entries (objects or key tombstones).
     pub namespaces: Vec<NamespaceRoot>,
     /// Every namespace tombstone.
     pub tombstones: Vec<NamespaceTombstone>,
