@@ -260,6 +260,24 @@ impl PeerClient {
         .await
     }
 
+    /// `POST /_internal/repair?node=N`: asks the peer to pull from us (node `N`) soon.
+    pub async fn request_repair(&self, node: u64) -> Result<()> {
+        let r = self.request(
+            Method::POST,
+            &format!("/_internal/repair?node={node}"),
+            empty(),
+        )?;
+        let progress = Progress::default();
+        with_watchdog(&progress, self.options.stall_timeout, async {
+            let resp = self.send(r).await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(self.error_of(resp).await);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// `POST /_internal/summary`.
     pub async fn summary(&self, req: &SummaryRequest) -> Result<SummaryResponse> {
         let body = serde_json::to_vec(req).unwrap_or_default();

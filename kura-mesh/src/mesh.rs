@@ -208,7 +208,9 @@ struct PeerState {
     member: bool,
     failures: u32,
     needs_repair: bool,
+    ask_repair: bool,
     repairing: bool,
+    repair_again: bool,
     cursor: u64,
     depth: u64,
     last_error: Option<String>,
@@ -233,6 +235,16 @@ struct Peer {
     repair_objects: AtomicU64,
 }
 
+impl PeerState {
+    /// Schedules a pull; one requested while a pass runs triggers another pass.
+    fn schedule_repair(&mut self) {
+        self.needs_repair = true;
+        if self.repairing {
+            self.repair_again = true;
+        }
+    }
+}
+
 impl Peer {
     fn st(&self) -> std::sync::MutexGuard<'_, PeerState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -252,8 +264,10 @@ pub struct PeerSnapshot {
     pub is_self: bool,
     /// Consecutive failed probes.
     pub failures: u32,
-    /// Whether a repair is pending.
+    /// Whether a repair (pull from this peer) is pending.
     pub needs_repair: bool,
+    /// Whether we dropped its backlog and still have to ask it to pull from us.
+    pub ask_repair: bool,
     /// Whether a repair is running.
     pub repairing: bool,
     /// Outbox depth (change-feed entries not yet acknowledged).
@@ -270,9 +284,9 @@ pub struct PeerSnapshot {
     pub overflows: u64,
     /// Completed repair passes from this peer.
     pub repairs: u64,
-    /// Object bytes fetched by repair.
+    /// Object bytes moved by repair (fetched and pushed).
     pub repair_bytes: u64,
-    /// Objects fetched by repair.
+    /// Objects moved by repair (fetched and pushed).
     pub repair_objects: u64,
     /// Last error.
     pub last_error: Option<String>,
@@ -436,7 +450,7 @@ impl Mesh {
     /// Marks every member as needing repair (e.g. on operator request).
     pub fn schedule_repair(&self) {
         for p in self.peers() {
-            p.st().needs_repair = true;
+            p.st().schedule_repair();
             p.wake.notify_one();
         }
     }
@@ -524,6 +538,17 @@ impl Mesh {
             }
             let probes = peers.iter().map(|p| self.probe(p.clone()));
             futures_util::future::join_all(probes).await;
+            // Peers that dropped their backlog for us asked us to pull from them.
+            for node in self.inner.service.take_repair_requests() {
+                for p in &peers {
+                    let mut s = p.st();
+                    if s.node == Some(node) && s.member {
+                        s.schedule_repair();
+                        drop(s);
+                        p.wake.notify_one();
+                    }
+                }
+            }
             // Forget peers that vanished from discovery and are lost.
             {
                 let mut map = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -566,7 +591,7 @@ impl Mesh {
                     tracing::info!(peer = %p.addr, node = status.node_id, "peer joined the ring");
                     s.member = true;
                     // Bootstrap / restart catch-up.
-                    s.needs_repair = true;
+                    s.schedule_repair();
                     drop(s);
                     p.wake.notify_one();
                 }
@@ -631,7 +656,7 @@ impl Mesh {
                         let mut s = p.st();
                         s.cursor = head;
                         s.depth = 0;
-                        s.needs_repair = true;
+                        s.ask_repair = true;
                     }
                     let _ = p.cursor_file.store(head);
                 }
@@ -644,14 +669,19 @@ impl Mesh {
             if repair {
                 // The head before repair: everything up to it is covered by the pass
                 // (from the peer's side, its own pull covers what we have).
-                p.st().repairing = true;
+                {
+                    let mut s = p.st();
+                    s.repairing = true;
+                    s.repair_again = false;
+                }
                 let r = self.repair_from(&p).await;
                 let failed = {
                     let mut s = p.st();
                     s.repairing = false;
                     match r {
                         Ok(()) => {
-                            s.needs_repair = false;
+                            s.needs_repair = s.repair_again;
+                            s.repair_again = false;
                             None
                         }
                         Err(e) => {
@@ -672,6 +702,20 @@ impl Mesh {
                     }
                 }
             }
+            // We dropped this peer's backlog: ask it to pull from us.
+            if p.st().ask_repair {
+                match p.client.request_repair(store.node().0).await {
+                    Ok(()) => p.st().ask_repair = false,
+                    Err(e) => {
+                        p.st().last_error = Some(format!("repair request: {e}"));
+                        attempt = attempt.saturating_add(1);
+                        if !self.wait(&p, backoff(attempt)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             // Bound the backlog.
             match check_backlog(&store, cursor, self.inner.config.outbox, 256) {
                 Ok(Backlog::Within { messages }) => p.st().depth = messages,
@@ -683,7 +727,7 @@ impl Mesh {
                         let mut s = p.st();
                         s.cursor = head;
                         s.depth = 0;
-                        s.needs_repair = true;
+                        s.ask_repair = true;
                     }
                     let _ = p.cursor_file.store(head);
                     continue;
@@ -795,8 +839,9 @@ impl Mesh {
             account: &self.inner.config.account,
             limiters: self.limiters(p),
             transfers: &self.inner.transfers,
+            push: false,
         };
-        let report = repair::pull(&ctx, &p.client, &status).await?;
+        let report = repair::sync(&ctx, &p.client, &status).await?;
         p.repairs.fetch_add(1, Ordering::Relaxed);
         p.repair_bytes
             .fetch_add(report.bytes_fetched, Ordering::Relaxed);
@@ -849,6 +894,7 @@ impl Mesh {
                     is_self: s.is_self || s.duplicate,
                     failures: s.failures,
                     needs_repair: s.needs_repair,
+                    ask_repair: s.ask_repair,
                     repairing: s.repairing,
                     outbox_depth: s.depth,
                     pushed: p.pushed.load(Ordering::Relaxed),

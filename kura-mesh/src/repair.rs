@@ -1,8 +1,9 @@
-//! Pull repair in O(difference): compare a peer's digest summaries with ours
-//! top-down, fetch only the entries where the peer is ahead.
+//! Repair in O(difference): compare a peer's digest summaries with ours top-down,
+//! fetch the entries where the peer is ahead and push those where we are ahead.
 //!
-//! Each node repairs itself *from* each peer (the peer does the same in the other
-//! direction), so one pass moves exactly the data this node lacks. Namespace
+//! A pass pulls what the peer is ahead on and, when [`RepairContext::push`] is set,
+//! pushes what we are ahead on. The mesh pulls only: every node pulls from every
+//! peer, so each differing byte crosses the link once. Namespace
 //! tombstones are applied first, so a deleted namespace is never resurrected by a
 //! peer that still holds older data: those records are shadowed and ignored.
 //! A pass is idempotent and can be interrupted at any point; the next pass resumes
@@ -42,6 +43,12 @@ pub struct RepairReport {
     pub tombstones_applied: u64,
     /// Records the store refused (e.g. clock skew); retried by the next pass.
     pub refused: u64,
+    /// Objects pushed to the peer (we were ahead).
+    pub objects_pushed: u64,
+    /// Object bytes pushed.
+    pub bytes_pushed: u64,
+    /// Key deletions and namespace tombstones pushed.
+    pub deletes_pushed: u64,
 }
 
 /// Everything a repair pass needs.
@@ -55,6 +62,11 @@ pub struct RepairContext<'a> {
     pub limiters: Vec<Arc<TokenBucket>>,
     /// Bounds concurrent object transfers across the node.
     pub transfers: &'a Semaphore,
+    /// Also push what we are ahead on. The mesh leaves this off (every node pulls,
+    /// so each byte crosses once even when both sides repair at the same time, and
+    /// a node that dropped a backlog asks the peer to pull instead); useful when
+    /// only this side can reach the other.
+    pub push: bool,
 }
 
 fn hashes(what: &'static str, v: &[String]) -> Result<Vec<NodeHash>> {
@@ -67,8 +79,19 @@ fn hashes(what: &'static str, v: &[String]) -> Result<Vec<NodeHash>> {
     v.iter().map(|h| Ok(wire::parse_hash(what, h)?)).collect()
 }
 
-/// Runs one pull pass from `peer`, whose `status` was just fetched.
+/// Alias of [`sync`] (a pass both pulls and pushes).
 pub async fn pull(
+    ctx: &RepairContext<'_>,
+    peer: &PeerClient,
+    status: &Status,
+) -> Result<RepairReport> {
+    sync(ctx, peer, status).await
+}
+
+/// Runs one repair pass with `peer`, whose `status` was just fetched: applies the
+/// namespace tombstones it has, fetches what it is ahead on and pushes what we are
+/// ahead on, descending only into differing summary nodes.
+pub async fn sync(
     ctx: &RepairContext<'_>,
     peer: &PeerClient,
     status: &Status,
@@ -92,19 +115,62 @@ pub async fn pull(
             }
         }
     }
-    // 2. Every namespace the peer has objects in, compared root first.
+    // 1b. Our namespace tombstones the peer lacks.
+    let ours = if ctx.push {
+        store.namespace_tombstones()?
+    } else {
+        Vec::new()
+    };
+    for (ns, v) in ours {
+        if ns.account != *ctx.account {
+            continue;
+        }
+        let theirs = status
+            .tombstones
+            .iter()
+            .find(|t| t.namespace == ns.namespace.as_str())
+            .map(|t| kura_store::Version::from(t.version));
+        if theirs.is_none_or(|t| t < v) {
+            let rec = ReplicatedRecord::DeleteNamespace {
+                namespace: ns,
+                version: v,
+            };
+            push_one(ctx, peer, &rec, &mut report).await?;
+        }
+    }
+    // 2. Every namespace either side has entries in, compared root first.
+    let mut namespaces: std::collections::BTreeMap<Namespace, NodeHash> = Default::default();
     for r in &status.namespaces {
-        let namespace = wire::parse_namespace(&r.namespace)?;
+        namespaces.insert(
+            wire::parse_namespace(&r.namespace)?,
+            wire::parse_hash("root", &r.root)?,
+        );
+    }
+    for ns in store.summarized_namespaces()? {
+        if ns.account == *ctx.account {
+            namespaces.entry(ns.namespace).or_insert([0u8; 32]);
+        }
+    }
+    let mut to_push = Vec::new();
+    for (namespace, remote_root) in namespaces {
         let ns = NamespaceId::new(ctx.account.clone(), namespace.clone());
-        let remote_root = wire::parse_hash("root", &r.root)?;
         report.namespaces_compared += 1;
         if store.summary_node(&ns, 0, 0)? == remote_root {
             continue;
         }
         report.namespaces_differing += 1;
         let leaves = differing_leaves(store, peer, &ns, &mut report).await?;
-        let keys = differing_keys(store, peer, &ns, &leaves, &mut report).await?;
-        apply_keys(ctx, peer, &namespace, keys, &mut report).await?;
+        let (theirs, ours) = differing_keys(store, peer, &ns, &leaves, &mut report).await?;
+        apply_keys(ctx, peer, &namespace, theirs, &mut report).await?;
+        to_push.extend(ours);
+    }
+    // 3. Pushes last: when both sides run a pass at once, each has fetched by now,
+    //    so these are mostly answered "stale" without a body crossing the link.
+    if !ctx.push {
+        to_push.clear();
+    }
+    for rec in to_push {
+        push_one(ctx, peer, &rec, &mut report).await?;
     }
     Ok(report)
 }
@@ -144,15 +210,17 @@ async fn differing_leaves(
     Ok(frontier)
 }
 
-/// Remote entries (of differing keys) that are newer than ours.
+/// Of the differing keys: the peer's entries (to fetch if newer) and our records
+/// where we are ahead (to push).
 async fn differing_keys(
     store: &Store,
     peer: &PeerClient,
     ns: &NamespaceId,
     leaves: &[u32],
     report: &mut RepairReport,
-) -> Result<Vec<BucketEntry>> {
-    let mut out = Vec::new();
+) -> Result<(Vec<BucketEntry>, Vec<ReplicatedRecord>)> {
+    let mut theirs = Vec::new();
+    let mut ours = Vec::new();
     for chunk in leaves.chunks(wire::MAX_BUCKET_LEAVES) {
         let req = BucketRequest {
             namespace: ns.namespace.as_str().to_owned(),
@@ -174,10 +242,104 @@ async fn differing_keys(
             let local = store.summary_bucket(ns, *leaf)?;
             let differing: BTreeSet<_> = diff_bucket_entries(&local, &remote).into_iter().collect();
             report.keys_differing += differing.len() as u64;
-            out.extend(remote.into_iter().filter(|e| differing.contains(&e.key)));
+            for l in local.iter().filter(|l| differing.contains(&l.key)) {
+                let mine = kura_store::merge::Entry {
+                    version: l.version,
+                    payload: l.payload,
+                };
+                let ahead = match remote.iter().find(|r| r.key == l.key) {
+                    None => true,
+                    Some(r) => kura_store::merge::winner(
+                        &kura_store::merge::Entry {
+                            version: r.version,
+                            payload: r.payload,
+                        },
+                        &mine,
+                    ),
+                };
+                if ahead {
+                    let id = ObjectId::new(ns.account.clone(), ns.namespace.clone(), l.key.clone());
+                    ours.push(match l.payload {
+                        kura_store::merge::Payload::Deleted => ReplicatedRecord::Delete {
+                            id,
+                            version: l.version,
+                        },
+                        kura_store::merge::Payload::Present(digest) => ReplicatedRecord::Put {
+                            id,
+                            version: l.version,
+                            content_type: String::new(),
+                            len: 0,
+                            digest,
+                            refs: Vec::new(),
+                        },
+                    });
+                }
+            }
+            theirs.extend(remote.into_iter().filter(|e| differing.contains(&e.key)));
         }
     }
-    Ok(out)
+    Ok((theirs, ours))
+}
+
+/// Pushes one record we are ahead on (for a put: our current copy, if it is still
+/// the version the summary showed; otherwise a newer change is on its way anyway).
+async fn push_one(
+    ctx: &RepairContext<'_>,
+    peer: &PeerClient,
+    rec: &ReplicatedRecord,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let (rec, body) = match rec {
+        ReplicatedRecord::Put { id, version, .. } => {
+            let Some(o) = ctx.store.get(id).await? else {
+                return Ok(());
+            };
+            let m = o.meta();
+            if m.version != *version {
+                return Ok(());
+            }
+            let full = ReplicatedRecord::Put {
+                id: m.id.clone(),
+                version: m.version,
+                content_type: m.content_type.clone(),
+                len: m.len,
+                digest: m.digest,
+                refs: m.refs.clone(),
+            };
+            (full, Some(o))
+        }
+        other => (other.clone(), None),
+    };
+    let _permit = ctx.transfers.acquire().await;
+    let progress = Arc::new(Progress::default());
+    let is_put = body.is_some();
+    match peer
+        .push(
+            &rec,
+            body.as_ref().map(|o| o.reader()),
+            ctx.limiters.clone(),
+            progress.clone(),
+        )
+        .await
+    {
+        Ok(out) => {
+            if out.applied {
+                if is_put {
+                    report.objects_pushed += 1;
+                    report.bytes_pushed += progress.bytes();
+                } else {
+                    report.deletes_pushed += 1;
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => {
+            tracing::warn!(peer = peer.addr(), error = %e, "peer refused a repair record");
+            report.refused += 1;
+            Ok(())
+        }
+    }
 }
 
 async fn apply_keys(

@@ -55,6 +55,7 @@ pub struct PeerService {
     limiter: Arc<TokenBucket>,
     /// Counters.
     pub counters: ServerCounters,
+    repair_requests: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 type Resp = Response<PeerBody>;
@@ -121,6 +122,7 @@ impl PeerService {
             stall,
             limiter,
             counters: ServerCounters::default(),
+            repair_requests: Default::default(),
         }
     }
 
@@ -158,6 +160,19 @@ impl PeerService {
         })
     }
 
+    /// Node ids of peers that asked us to pull from them (they dropped a backlog
+    /// for us), drained.
+    pub fn take_repair_requests(&self) -> Vec<u64> {
+        std::mem::take(
+            &mut *self
+                .repair_requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect()
+    }
+
     /// Handles one request. Paths outside `/_internal/` are 404.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let path = req.uri().path().to_owned();
@@ -172,6 +187,21 @@ impl PeerService {
             (Method::POST, "/_internal/buckets") => self.buckets(req).await,
             (Method::GET, "/_internal/object") => self.object(&req).await,
             (Method::GET, "/_internal/list") => self.list(&req),
+            (Method::POST, "/_internal/repair") => {
+                match wire::query_param(req.uri().query(), "node").map(str::parse::<u64>) {
+                    Some(Ok(node)) => {
+                        let mut q = self
+                            .repair_requests
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if q.len() < 4096 {
+                            q.insert(node);
+                        }
+                        json(StatusCode::ACCEPTED, &PushOutcome { applied: true })
+                    }
+                    _ => bad(WireError::Missing("node")),
+                }
+            }
             _ => error(StatusCode::NOT_FOUND, "not found"),
         }
     }

@@ -10,6 +10,7 @@
 //! | `POST` | `/_internal/buckets` | [`BucketRequest`] JSON | [`BucketResponse`] JSON |
 //! | `GET` | `/_internal/object?namespace=N&key=K` | – | object bytes; header [`RECORD_HEADER`] |
 //! | `GET` | `/_internal/list?namespace=N[&after=K][&limit=L]` | – | [`ListResponse`] JSON |
+//! | `POST` | `/_internal/repair?node=ID` | – | `202`: the caller (node `ID`) dropped its backlog for us; we pull from it soon |
 //!
 //! Keys in query strings are base64url (no padding) so that any valid key travels
 //! unchanged. A record header is the store's compact [`ReplicatedRecord`] encoding,

@@ -205,6 +205,7 @@ async fn run_case(ops: Vec<Vec<Op>>, deliveries: Vec<Vec<prop::sample::Index>>) 
                     account: &account,
                     limiters: vec![],
                     transfers: &transfers,
+                    push: false,
                 };
                 repair::pull(&ctx, &client, &status).await.unwrap();
             }

@@ -454,7 +454,7 @@ async fn dead_peer_keeps_the_outbox_bounded() {
     }
     eventually("overflow dropped the backlog", DEADLINE, || async {
         let s = a.mesh.snapshot();
-        s.peers.iter().any(|p| p.overflows > 0 && p.needs_repair)
+        s.peers.iter().any(|p| p.overflows > 0 && p.ask_repair)
     })
     .await;
     let s = a.mesh.snapshot();

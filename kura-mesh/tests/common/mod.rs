@@ -15,6 +15,8 @@ use kura_ca::{AccountHandle, AccountPki, CaOptions, ClusterDomain, InstanceName,
 use kura_mesh::{Mesh, MeshConfig, MeshHandle, PeerUrl, StaticResolver, TlsState};
 use kura_store::{Account, FsBackend, NodeId, Store};
 
+pub mod proxy;
+
 pub const ACCOUNT: &str = "acme";
 
 pub struct Pki {
