@@ -57,6 +57,7 @@ async fn start(dir: &Path, port: u16, peers: &[String], service: &str) -> Res<No
         discovery_interval_secs: "0.2".into(),
         replication_stall_timeout_secs: "30".into(),
         outbox_max_messages: "10000".into(),
+        tombstone_gc_horizon_secs: "604800".into(),
         outbox_max_bytes: "1GiB".into(),
         ..Default::default()
     };

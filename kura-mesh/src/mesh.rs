@@ -170,6 +170,14 @@ pub struct MeshConfig {
     pub max_object_bytes: u64,
     /// How often an idle pump looks at the change feed.
     pub poll_interval: Duration,
+    /// Key and namespace tombstones older than this are garbage-collected, and only
+    /// while every known peer is a healthy member that has acknowledged our whole
+    /// change feed and completed a repair with us. A peer partitioned away for
+    /// longer than this could bring deleted data back (as with Cassandra's
+    /// `gc_grace_seconds`), so keep it well above any expected outage.
+    pub tombstone_gc_horizon: Duration,
+    /// How often tombstone garbage collection is considered.
+    pub tombstone_gc_interval: Duration,
 }
 
 impl MeshConfig {
@@ -196,6 +204,8 @@ impl MeshConfig {
             max_concurrent_transfers: 4,
             max_object_bytes: 4 << 30,
             poll_interval: Duration::from_millis(50),
+            tombstone_gc_horizon: Duration::from_secs(7 * 24 * 3600),
+            tombstone_gc_interval: Duration::from_secs(60),
         }
     }
 }
@@ -853,7 +863,10 @@ impl Mesh {
 
     async fn maintenance_loop(self) {
         let mut since_ae = Duration::ZERO;
-        let tick = Duration::from_secs(1).min(self.inner.config.anti_entropy_interval);
+        let mut since_gc = Duration::ZERO;
+        let tick = Duration::from_secs(1)
+            .min(self.inner.config.anti_entropy_interval)
+            .min(self.inner.config.tombstone_gc_interval);
         loop {
             if !self.sleep(tick).await {
                 return;
@@ -862,6 +875,11 @@ impl Mesh {
             if since_ae >= self.inner.config.anti_entropy_interval {
                 since_ae = Duration::ZERO;
                 self.schedule_repair();
+            }
+            since_gc += tick;
+            if since_gc >= self.inner.config.tombstone_gc_interval {
+                since_gc = Duration::ZERO;
+                self.gc_tombstones().await;
             }
             // Trim the change feed below every peer's cursor (new peers catch up
             // by repair, so trimming never loses data).
@@ -877,6 +895,35 @@ impl Mesh {
                     tracing::debug!(error = %e, "trimming the change feed failed");
                 }
             }
+        }
+    }
+
+    /// Collects tombstones older than the horizon if every known peer has
+    /// acknowledged everything (see [`MeshConfig::tombstone_gc_horizon`]).
+    async fn gc_tombstones(&self) {
+        let head = self.inner.store.stats().last_seq;
+        let all_acked = self.peers().iter().all(|p| {
+            let s = p.st();
+            s.is_self
+                || s.duplicate
+                || (s.member
+                    && !s.needs_repair
+                    && !s.ask_repair
+                    && !s.repairing
+                    && s.cursor >= head
+                    && p.repairs.load(Ordering::Relaxed) > 0)
+        });
+        if !all_acked {
+            return;
+        }
+        let now = self.inner.store.now().physical_ms();
+        let horizon_ms =
+            u64::try_from(self.inner.config.tombstone_gc_horizon.as_millis()).unwrap_or(u64::MAX);
+        let horizon = kura_store::Hlc::new(now.saturating_sub(horizon_ms), 0);
+        match self.inner.store.gc_tombstones(horizon).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "tombstones garbage-collected"),
+            Err(e) => tracing::warn!(error = %e, "tombstone garbage collection failed"),
         }
     }
 

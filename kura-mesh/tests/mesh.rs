@@ -461,3 +461,67 @@ async fn dead_peer_keeps_the_outbox_bounded() {
     assert!(s.outbox_depth <= 20, "{s:?}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_collected_once_every_peer_has_them_and_nothing_comes_back() {
+    let pki = Pki::new(ACCOUNT);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (listener().await, listener().await);
+    let (ua, ub) = (
+        kura_mesh::PeerUrl::parse(&format!("https://{}", la.local_addr().unwrap())).unwrap(),
+        kura_mesh::PeerUrl::parse(&format!("https://{}", lb.local_addr().unwrap())).unwrap(),
+    );
+    let tweak = |c: &mut kura_mesh::MeshConfig| {
+        c.tombstone_gc_horizon = Duration::from_millis(1);
+        c.tombstone_gc_interval = Duration::from_millis(200);
+    };
+    let a = start_node(
+        &pki,
+        open_store(da.path(), 1).await,
+        da.path().into(),
+        la,
+        vec![ub],
+        tweak,
+    )
+    .await;
+    let b = start_node(
+        &pki,
+        open_store(db.path(), 2).await,
+        db.path().into(),
+        lb,
+        vec![ua],
+        tweak,
+    )
+    .await;
+    let x = id("proj", "k");
+    a.store.put_bytes(x.clone(), "v").await.unwrap();
+    eventually("replicated", DEADLINE, || async {
+        read(&b.store, &x).await.is_some()
+    })
+    .await;
+    a.store.delete_namespace(&x.namespace_id()).await.unwrap();
+    eventually("tombstone collected on both sides", DEADLINE, || async {
+        a.store.namespace_tombstones().unwrap().is_empty()
+            && b.store.namespace_tombstones().unwrap().is_empty()
+            && read(&b.store, &x).await.is_none()
+    })
+    .await;
+    // A full repair pass afterwards brings nothing back.
+    a.mesh.schedule_repair();
+    b.mesh.schedule_repair();
+    eventually("repairs done", DEADLINE, || async {
+        [&a, &b].iter().all(|n| {
+            n.mesh
+                .snapshot()
+                .peers
+                .iter()
+                .all(|p| !p.needs_repair && p.repairs >= 2)
+        })
+    })
+    .await;
+    assert!(read(&a.store, &x).await.is_none());
+    assert!(read(&b.store, &x).await.is_none());
+    for n in [a, b] {
+        n.stop().await;
+    }
+}

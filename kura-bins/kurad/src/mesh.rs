@@ -72,6 +72,10 @@ pub struct MeshArgs {
         default_value = "30"
     )]
     pub replication_stall_timeout_secs: String,
+    /// Seconds after which key and namespace tombstones are garbage-collected
+    /// (only while every known peer has acknowledged them).
+    #[arg(long, env = "KURA_TOMBSTONE_GC_HORIZON_SECS", default_value = "604800")]
+    pub tombstone_gc_horizon_secs: String,
     /// Most pending outbox messages per peer before it is dropped to repair.
     #[arg(long, env = "KURA_OUTBOX_MAX_MESSAGES", default_value = "10000")]
     pub outbox_max_messages: String,
@@ -109,6 +113,8 @@ pub struct MeshSettings {
     pub stall: Duration,
     /// Outbox bounds.
     pub outbox: kura_mesh::outbox::OutboxLimits,
+    /// Tombstone GC horizon.
+    pub tombstone_gc_horizon: Duration,
 }
 
 impl MeshArgs {
@@ -283,6 +289,11 @@ impl MeshArgs {
             "--replication-stall-timeout-secs",
             "KURA_REPLICATION_STALL_TIMEOUT_SECS",
         );
+        let tombstone_gc_horizon = secs(
+            &self.tombstone_gc_horizon_secs,
+            "--tombstone-gc-horizon-secs",
+            "KURA_TOMBSTONE_GC_HORIZON_SECS",
+        );
         let outbox_messages = match self.outbox_max_messages.trim().parse::<u64>() {
             Ok(n) if n > 0 => n,
             _ => {
@@ -313,6 +324,7 @@ impl MeshArgs {
             anti_entropy,
             probe_interval,
             stall,
+            tombstone_gc_horizon,
             outbox: kura_mesh::outbox::OutboxLimits {
                 max_messages: outbox_messages,
                 max_bytes: outbox_bytes,
@@ -400,6 +412,7 @@ pub async fn start(
     cfg.probe_interval = settings.probe_interval;
     cfg.client.stall_timeout = settings.stall;
     cfg.outbox = settings.outbox;
+    cfg.tombstone_gc_horizon = settings.tombstone_gc_horizon;
     cfg.max_object_bytes = config.limits.object;
     let mesh = Mesh::new(store, cfg, tls.clone(), resolver).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind((ip, settings.internal_port))
