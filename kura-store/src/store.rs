@@ -1264,6 +1264,61 @@ impl Store {
         }
     }
 
+    /// Every namespace that has digest-summary entries (objects or key tombstones), in
+    /// order: what a replica advertises for repair, so that a namespace holding only key
+    /// tombstones still converges. Cost proportional to the number of namespaces.
+    pub fn summarized_namespaces(&self) -> Result<Vec<NamespaceId>> {
+        let rtx = self.read_txn()?;
+        let t = rtx.open_table(BUCKETS).map_err(mm("open table"))?;
+        let mut out: Vec<NamespaceId> = Vec::new();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let next = t
+                .range(start.as_slice()..)
+                .map_err(mm("range"))?
+                .next()
+                .transpose()
+                .map_err(mm("range"))?
+                .map(|(k, _)| k.value().to_vec());
+            let Some(k) = next else { break };
+            let second_nul = k
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == 0)
+                .map(|(i, _)| i)
+                .nth(1)
+                .ok_or_else(|| Error::Corrupt {
+                    object: None,
+                    reason: "undecodable summary bucket key".into(),
+                })?;
+            let prefix = k.get(..=second_nul).unwrap_or_default();
+            out.push(NamespaceId::decode_prefix(prefix)?);
+            match prefix_end(prefix) {
+                Some(e) => start = e,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every namespace tombstone, in namespace order (what a replica exchanges so that a
+    /// deleted namespace is never resurrected by a peer that missed the deletion).
+    pub fn namespace_tombstones(&self) -> Result<Vec<(NamespaceId, Version)>> {
+        let rtx = self.read_txn()?;
+        let t = rtx.open_table(NS_TOMBS).map_err(mm("open table"))?;
+        let mut out = Vec::new();
+        for r in t.iter().map_err(mm("range"))? {
+            let (k, v) = r.map_err(mm("range"))?;
+            let key = k.value();
+            let prefix = key.strip_suffix(&[0u8]).unwrap_or(key);
+            out.push((
+                NamespaceId::decode_prefix(prefix)?,
+                decode_entry(v.value())?.version,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Change-feed entries with `seq > after`, in order, at most `limit`.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
         let rtx = self.read_txn()?;

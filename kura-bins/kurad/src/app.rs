@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Module multipart uploads in progress.
     pub uploads: crate::module::Uploads,
+    /// The replication mesh, once started (`/up`, `/status/rollout`, metrics).
+    pub mesh: std::sync::OnceLock<kura_mesh::Mesh>,
     in_flight: AtomicUsize,
     id_prefix: u64,
     next_id: AtomicU64,
@@ -58,6 +60,7 @@ impl AppState {
             tokens,
             metrics,
             uploads: crate::module::Uploads::default(),
+            mesh: std::sync::OnceLock::new(),
             in_flight: AtomicUsize::new(0),
             // Distinguishes ids across restarts without a random number generator.
             id_prefix: std::time::SystemTime::now()
@@ -1119,35 +1122,42 @@ async fn clean(State(s): State<Shared>, Query(q): Query<Params>, headers: Header
 
 async fn up(State(s): State<Shared>) -> Response {
     let c = &s.config;
-    axum::Json(serde_json::json!({
+    let mut v = serde_json::json!({
         "status": "ok",
         "tenant_id": if c.tenant_configured { c.account.as_str() } else { "" },
         "region": c.region,
         "node_url": c.node_url.clone().unwrap_or_default(),
-        "connected_nodes": 0,
-        "ring_members": 1,
-        "members": [],
-        "nodes": [],
-    }))
-    .into_response()
+    });
+    let snap = s.mesh.get().map(kura_mesh::Mesh::snapshot);
+    if let (Some(o), serde_json::Value::Object(m)) =
+        (v.as_object_mut(), crate::mesh::up_fields(snap.as_ref()))
+    {
+        o.extend(m);
+    }
+    axum::Json(v).into_response()
 }
 
 async fn ready() -> Response {
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()
 }
 
-async fn rollout() -> Response {
-    // A single node without a mesh is always the serving writer.
+async fn rollout(State(s): State<Shared>) -> Response {
+    // A single node is always serving; a mesh node is `joining` until it has
+    // caught up with every member once.
+    let snap = s.mesh.get().map(kura_mesh::Mesh::snapshot);
     axum::Json(serde_json::json!({
         "ready": true,
-        "state": "serving",
-        "ring_members": 1,
+        "state": crate::mesh::rollout_state(snap.as_ref()),
+        "ring_members": snap.as_ref().map_or(1, |m| m.ring_members),
         "writer_lock_owned": true,
     }))
     .into_response()
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
+    if let Some(m) = s.mesh.get() {
+        s.metrics.mesh.observe(&m.snapshot());
+    }
     let text = s.metrics.render(&s.store.stats());
     (
         [(

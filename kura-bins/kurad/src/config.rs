@@ -77,6 +77,9 @@ pub struct Args {
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT.
     #[arg(long, env = "KURA_SHUTDOWN_GRACE_SECS", default_value = "25")]
     pub shutdown_grace_secs: String,
+    /// Replication mesh flags.
+    #[command(flatten)]
+    pub mesh: crate::mesh::MeshArgs,
 }
 
 /// Log output format.
@@ -147,6 +150,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Replication mesh, when enabled.
+    pub mesh: Option<crate::mesh::MeshSettings>,
 }
 
 impl Config {
@@ -169,6 +174,7 @@ impl Config {
             max_in_flight: 1024,
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            mesh: None,
         }
     }
 }
@@ -421,6 +427,13 @@ impl Args {
             }
         }
 
+        let mesh = match self.mesh.validate(self.node_url.as_deref()) {
+            Ok(m) => m,
+            Err(es) => {
+                errors.extend(es);
+                None
+            }
+        };
         match (errors.is_empty(), port, ip, account) {
             (true, Some(port), Some(ip), Some(account)) => Ok(Config {
                 listen: SocketAddr::new(ip, port),
@@ -442,6 +455,7 @@ impl Args {
                 max_in_flight: usize::try_from(max_in_flight).unwrap_or(usize::MAX),
                 body_timeout: Duration::from_secs(body_timeout),
                 shutdown_grace: Duration::from_secs(grace),
+                mesh,
             }),
             _ => Err(errors),
         }

@@ -40,6 +40,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod mesh;
 pub mod metrics;
 pub mod module;
 pub mod reapi;

@@ -89,6 +89,12 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
     let mut store_config = kura_store::Config::default();
     store_config.capacity = config.capacity;
     store_config.durability = config.durability;
+    store_config.node = kurad::mesh::node_id(&config.data_dir).with_context(|| {
+        format!(
+            "cannot read or create {}/node-id",
+            config.data_dir.display()
+        )
+    })?;
     let store = kura_store::Store::open(backend, store_config)
         .await
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
@@ -97,8 +103,32 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
         .await
         .with_context(|| format!("cannot listen on {}", state.config.listen))?;
     let addr = server.local_addr()?;
+    let mesh = match &state.config.mesh {
+        None => None,
+        Some(settings) => {
+            let m = kurad::mesh::start(
+                settings,
+                store.clone(),
+                &state.config,
+                std::sync::Arc::new(kura_mesh::SystemResolver),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the replication mesh: {e}"))?;
+            let _ = state.mesh.set(m.mesh.clone());
+            Some(m)
+        }
+    };
     print_banner(addr, &state.config);
+    if let Some(m) = &mesh {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "kurad peer listener on https://{} (mTLS)", m.addr)
+            .and_then(|()| out.flush());
+    }
     server.serve(shutdown_signal()).await;
+    if let Some(m) = mesh {
+        m.shutdown().await;
+    }
     drop(state);
     store
         .close()

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// `kura_http_requests_rejected_total` (overload 503s).
     pub rejected: Counter,
+    /// Replication metrics (`kura_replication_*`, `kura_outbox_messages`, …).
+    pub mesh: crate::mesh::MeshMetrics,
 }
 
 impl Metrics {
@@ -187,7 +189,9 @@ impl Metrics {
             "Requests rejected with 503 (overload)",
             rejected.clone(),
         );
+        let mesh = crate::mesh::MeshMetrics::register(&mut registry);
         Self {
+            mesh,
             registry,
             requests,
             durations,

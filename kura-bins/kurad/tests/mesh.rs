@@ -1,0 +1,351 @@
+//! Several real `kurad` processes on loopback replicating over mTLS with leaves
+//! from one account CA: writes on one node are readable on the others for every
+//! protocol family, a SIGKILLed node converges after restart, a late joiner gets
+//! the existing data, a deleted namespace is never resurrected, and the peer API
+//! is not reachable on the public port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kura_ca::{AccountHandle, AccountPki, CaOptions, ClusterDomain, InstanceName, LeafRequest};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Pki {
+    pki: AccountPki,
+    account: AccountHandle,
+    service: String,
+}
+
+impl Pki {
+    fn new(account: &str) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let account = AccountHandle::new(account).unwrap();
+        let pki = AccountPki::generate(&account, &CaOptions::default(), now).unwrap();
+        let service = kura_ca::names::peer_service_dns_name(
+            &account,
+            &kura_ca::Namespace::new("kura").unwrap(),
+            &ClusterDomain::default(),
+        );
+        Self {
+            pki,
+            account,
+            service,
+        }
+    }
+
+    /// Writes ca.pem, tls.crt, tls.key into `dir`.
+    fn write_leaf(&self, instance: &str, dir: &Path) {
+        let req = LeafRequest::new(
+            InstanceName::new(instance).unwrap(),
+            kura_ca::Namespace::new("kura").unwrap(),
+            self.account.clone(),
+        );
+        let leaf = self
+            .pki
+            .issue_leaf(&req, time::OffsetDateTime::now_utc())
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), leaf.trust().to_pem()).unwrap();
+        std::fs::write(dir.join("tls.crt"), leaf.cert_pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), leaf.key_pem()).unwrap();
+    }
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct NodeSpec {
+    data: PathBuf,
+    tls: PathBuf,
+    internal_port: u16,
+}
+
+impl NodeSpec {
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.internal_port)
+    }
+}
+
+/// Ports for peer listeners must be known before the peers start (they are each
+/// other's seeds): take free ones from the kernel.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(spec: &NodeSpec, service: &str, peers: &[String]) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kurad"))
+        .args(["--port", "0", "--bind-address", "127.0.0.1", "--data-dir"])
+        .arg(&spec.data)
+        .env("KURA_TENANT_ID", "acme")
+        .env("KURA_INTERNAL_PORT", spec.internal_port.to_string())
+        .env("KURA_NODE_URL", spec.url())
+        .env("KURA_PEERS", peers.join(","))
+        .env("KURA_PEER_SERVER_NAME", service)
+        .env("KURA_INTERNAL_TLS_CA_CERT_PATH", spec.tls.join("ca.pem"))
+        .env("KURA_INTERNAL_TLS_CERT_PATH", spec.tls.join("tls.crt"))
+        .env("KURA_INTERNAL_TLS_KEY_PATH", spec.tls.join("tls.key"))
+        .env("KURA_DISCOVERY_INTERVAL_SECS", "0.2")
+        .env("KURA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Daemon {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(c: &reqwest::Client, url: String) -> Option<Vec<u8>> {
+    match c.get(url).send().await {
+        Ok(r) if r.status() == 200 => Some(r.bytes().await.unwrap().to_vec()),
+        _ => None,
+    }
+}
+
+async fn up(c: &reqwest::Client, d: &Daemon) -> serde_json::Value {
+    c.get(format!("{}/up", d.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_kurad_processes_replicate_restart_join_and_never_resurrect() {
+    let root = tempfile::tempdir().unwrap();
+    let pki = Pki::new("acme");
+    let specs: Vec<NodeSpec> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            let tls = root.path().join(n).join("tls");
+            pki.write_leaf(n, &tls);
+            NodeSpec {
+                data: root.path().join(n).join("data"),
+                tls,
+                internal_port: free_port(),
+            }
+        })
+        .collect();
+    let urls: Vec<String> = specs[..3].iter().map(NodeSpec::url).collect();
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut nodes: Vec<Daemon> = specs[..3]
+        .iter()
+        .map(|s| start(s, &pki.service, &urls))
+        .collect();
+
+    for n in &nodes {
+        eventually("ring of three", || async {
+            up(&c, n).await["ring_members"] == 3
+        })
+        .await;
+    }
+    let rollout: serde_json::Value = c
+        .get(format!("{}/status/rollout", nodes[0].base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rollout["ring_members"], 3);
+    assert!(rollout["state"] == "serving" || rollout["state"] == "joining");
+
+    // Every protocol family, written on A.
+    let blob = b"bazel blob".to_vec();
+    let hash = sha256_hex(&blob);
+    let writes: Vec<(String, Vec<u8>)> = vec![
+        ("/cache/gradle-key".into(), b"gradle entry".to_vec()),
+        (format!("/bazel/cas/{hash}"), blob.clone()),
+        ("/ccache/ab/cdef".into(), b"ccache entry".to_vec()),
+        ("/v1/cache/nxhash".into(), b"nx entry".to_vec()),
+        ("/ns/proj/cache/doomed".into(), b"to be deleted".to_vec()),
+    ];
+    for (path, body) in &writes {
+        let r = c
+            .put(format!("{}{path}", nodes[0].base))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    let r = c
+        .post(format!(
+            "{}/api/cache/cas/xcode1?tenant_id=acme&namespace_id=proj",
+            nodes[0].base
+        ))
+        .body("xcode object")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    for n in &nodes[1..] {
+        for (path, body) in &writes {
+            let url = format!("{}{path}", n.base);
+            eventually(&format!("{path} on {}", n.base), || async {
+                get(&c, url.clone()).await.as_deref() == Some(body.as_slice())
+            })
+            .await;
+        }
+        let url = format!(
+            "{}/api/cache/cas/xcode1?tenant_id=acme&namespace_id=proj",
+            n.base
+        );
+        eventually("xcode object", || async {
+            get(&c, url.clone()).await.is_some()
+        })
+        .await;
+    }
+    // The peer API is not served on the public port.
+    let r = c
+        .get(format!("{}/_internal/status", nodes[1].base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let up_b = up(&c, &nodes[1]).await;
+    assert_eq!(up_b["connected_nodes"], 2, "{up_b}");
+    assert!(up_b["outbox_messages"].is_u64());
+    let metrics = c
+        .get(format!("{}/metrics", nodes[0].base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "kura_replication_requests_total",
+        "kura_outbox_messages",
+        "kura_discovered_peer_nodes",
+        "kura_repair_runs_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+
+    // B is SIGKILLed while A keeps writing; it converges after restart.
+    nodes[1].child.kill().unwrap();
+    nodes[1].child.wait().unwrap();
+    for i in 0..20 {
+        let r = c
+            .put(format!("{}/cache/while-down-{i}", nodes[0].base))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    // Namespace delete on C while B is down.
+    let r = c
+        .delete(format!(
+            "{}/api/cache/clean?tenant_id=acme&namespace_id=proj",
+            nodes[2].base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    nodes[1] = start(&specs[1], &pki.service, &urls);
+    for i in [0, 19] {
+        let url = format!("{}/cache/while-down-{i}", nodes[1].base);
+        eventually("restarted B catches up", || async {
+            get(&c, url.clone()).await.is_some()
+        })
+        .await;
+    }
+    // A late joiner D that knows only A.
+    let d = start(&specs[3], &pki.service, &urls[..1]);
+    for (path, body) in &writes[..4] {
+        let url = format!("{}{path}", d.base);
+        eventually(&format!("{path} on the late joiner"), || async {
+            get(&c, url.clone()).await.as_deref() == Some(body.as_slice())
+        })
+        .await;
+    }
+    // Nothing of the deleted namespace anywhere — including B, which held it when it died.
+    let all: Vec<&Daemon> = nodes.iter().chain(std::iter::once(&d)).collect();
+    for n in &all {
+        let url = format!("{}/ns/proj/cache/doomed", n.base);
+        eventually("namespace deletion reaches every node", || async {
+            get(&c, url.clone()).await.is_none()
+        })
+        .await;
+    }
+    // And it stays deleted after every node has repaired with every other.
+    eventually("D repaired", || async {
+        let u = up(&c, &d).await;
+        u["nodes"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["repairs"].as_u64() > Some(0)))
+    })
+    .await;
+    for n in &all {
+        assert!(
+            get(&c, format!("{}/ns/proj/cache/doomed", n.base))
+                .await
+                .is_none()
+        );
+        assert!(
+            get(
+                &c,
+                format!(
+                    "{}/api/cache/cas/xcode1?tenant_id=acme&namespace_id=proj",
+                    n.base
+                )
+            )
+            .await
+            .is_none()
+        );
+    }
+}

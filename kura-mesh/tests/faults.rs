@@ -1,0 +1,248 @@
+//! Faults through an in-process TCP proxy: partition then heal (repair moves about
+//! the difference), a slow link (no total timeout strands a large object), and DNS
+//! discovery through an injectable resolver.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::proxy::FaultProxy;
+use common::*;
+use kura_mesh::{Mesh, PeerUrl, StaticResolver};
+use kura_store::ObjectId;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn id(ns: &str, key: &str) -> ObjectId {
+    ObjectId::parse(ACCOUNT, ns, key).unwrap()
+}
+
+fn url(a: std::net::SocketAddr) -> PeerUrl {
+    PeerUrl::parse(&format!("https://{a}")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_then_heal_repairs_about_the_difference() {
+    let pki = Pki::new(ACCOUNT);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (listener().await, listener().await);
+    // A reaches B only through proxy pb, B reaches A only through pa.
+    let pa = FaultProxy::start(la.local_addr().unwrap()).await;
+    let pb = FaultProxy::start(lb.local_addr().unwrap()).await;
+    let tweak = |c: &mut kura_mesh::MeshConfig| {
+        // A small outbox: the partition overflows it, so the heal goes through repair.
+        c.outbox.max_messages = 5;
+    };
+    let a = start_node(
+        &pki,
+        open_store(da.path(), 1).await,
+        da.path().into(),
+        la,
+        vec![url(pb.addr)],
+        tweak,
+    )
+    .await;
+    let b = start_node(
+        &pki,
+        open_store(db.path(), 2).await,
+        db.path().into(),
+        lb,
+        vec![url(pa.addr)],
+        tweak,
+    )
+    .await;
+    // A shared base of 300 objects.
+    for i in 0..300 {
+        a.store
+            .put_bytes(id("cas", &format!("base{i}")), vec![(i % 251) as u8; 4096])
+            .await
+            .unwrap();
+    }
+    eventually("base replicated", DEADLINE, || async {
+        b.store.head(&id("cas", "base299")).unwrap().is_some() && b.store.stats().objects == 300
+    })
+    .await;
+    pa.cut();
+    pb.cut();
+    // Both sides write while partitioned: 20 × 10 KiB each.
+    let mut diff_bytes = 0u64;
+    for i in 0..20 {
+        a.store
+            .put_bytes(id("cas", &format!("a{i}")), vec![1u8; 10 * 1024])
+            .await
+            .unwrap();
+        b.store
+            .put_bytes(id("cas", &format!("b{i}")), vec![2u8; 10 * 1024])
+            .await
+            .unwrap();
+        diff_bytes += 2 * 10 * 1024;
+    }
+    eventually(
+        "both sides see the peer lost and the outbox overflowed",
+        DEADLINE,
+        || async {
+            [&a, &b]
+                .iter()
+                .all(|n| n.mesh.snapshot().peers.iter().any(|p| p.overflows > 0))
+        },
+    )
+    .await;
+    pa.reset_bytes();
+    pb.reset_bytes();
+    let started = Instant::now();
+    pa.heal();
+    pb.heal();
+    eventually("converged after heal", DEADLINE, || async {
+        a.store.stats().objects == 340 && b.store.stats().objects == 340
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let moved = pa.bytes() + pb.bytes();
+    // Fixed overhead: TLS handshakes, probes (10/s each way), summary walk, headers.
+    let overhead = 64 * 1024 + elapsed.as_millis() as u64 * 100;
+    println!("repair moved {moved} bytes for {diff_bytes} bytes of difference in {elapsed:?}");
+    assert!(
+        moved as f64 <= 1.5 * diff_bytes as f64 + overhead as f64,
+        "moved {moved} bytes for a {diff_bytes}-byte difference (overhead allowance {overhead})"
+    );
+    // The 1.2 MB base was not re-sent.
+    assert!(moved < 300 * 4096, "{moved}");
+    for n in [a, b] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_object_crosses_a_slow_link_under_the_cap_without_a_total_timeout() {
+    let pki = Pki::new(ACCOUNT);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (listener().await, listener().await);
+    let pb = FaultProxy::start(lb.local_addr().unwrap()).await;
+    let a = start_node(
+        &pki,
+        open_store(da.path(), 1).await,
+        da.path().into(),
+        la,
+        vec![url(pb.addr)],
+        |c| {
+            // A 2 s stall timeout, a 6 MiB object and a 2 MiB/s cap: the push takes about
+            // 3 s, longer than the stall timeout, and must not be abandoned.
+            c.client.stall_timeout = Duration::from_secs(2);
+            c.bandwidth_bytes_per_sec = 2 << 20;
+        },
+    )
+    .await;
+    let b = start_node(
+        &pki,
+        open_store(db.path(), 2).await,
+        db.path().into(),
+        lb,
+        vec![],
+        |_| {},
+    )
+    .await;
+    eventually("A sees B", DEADLINE, || async {
+        a.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    let big: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let x = id("gradle", "big");
+    let started = Instant::now();
+    a.store.put_bytes(x.clone(), big.clone()).await.unwrap();
+    eventually("big object replicated", DEADLINE, || async {
+        b.store.head(&x).unwrap().is_some()
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(read(&b.store, &x).await.unwrap(), big);
+    let s = a.mesh.snapshot();
+    assert_eq!(
+        s.peers.iter().map(|p| p.push_failures).sum::<u64>(),
+        0,
+        "{s:?}"
+    );
+    println!("6 MiB under a 2 MiB/s cap took {took:?}");
+    // The cap held (the object cannot have crossed faster than the cap allows, minus
+    // the bucket's burst).
+    assert!(took >= Duration::from_millis(2500), "{took:?}");
+    for n in [a, b] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dns_discovery_dials_every_address_and_detects_itself() {
+    let pki = Pki::new(ACCOUNT);
+    // Three loopback addresses, one port: like pods behind a headless Service.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let ips: Vec<std::net::IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let resolver = Arc::new(StaticResolver::default());
+    resolver.set("kura-acme-peers.kura.svc.cluster.local", ips.clone());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let l = match tokio::net::TcpListener::bind((*ip, port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("skipping: cannot bind {ip}:{port}: {e}");
+                return;
+            }
+        };
+        let store = open_store(dirs[i].path(), i as u64 + 1).await;
+        let mut cfg = fast_config(dirs[i].path());
+        cfg.discovery = Some(PeerUrl {
+            host: "kura-acme-peers.kura.svc.cluster.local".into(),
+            port,
+        });
+        let mesh = Mesh::new(
+            store.clone(),
+            cfg,
+            pki.tls(&format!("d{i}")),
+            resolver.clone(),
+        )
+        .unwrap();
+        let handle = mesh.start(l);
+        nodes.push((store, mesh, handle));
+    }
+    for (_, m, _) in &nodes {
+        eventually("ring of three through DNS", DEADLINE, || async {
+            let s = m.snapshot();
+            s.ring_members == 3 && s.peers.iter().filter(|p| p.is_self).count() == 1
+        })
+        .await;
+    }
+    let x = id("cas", "via-dns");
+    nodes[2]
+        .0
+        .put_bytes(x.clone(), "found by DNS")
+        .await
+        .unwrap();
+    for (s, _, _) in &nodes[..2] {
+        eventually(
+            "written on the third, read on the others",
+            DEADLINE,
+            || async { read(s, &x).await.is_some() },
+        )
+        .await;
+    }
+    // A pod disappears from DNS and dies: it is dropped only after consecutive misses.
+    resolver.set("kura-acme-peers.kura.svc.cluster.local", ips[..2].to_vec());
+    let (_, _, h) = nodes.pop().unwrap();
+    h.shutdown().await;
+    for (_, m, _) in &nodes {
+        eventually("dead pod leaves the ring", DEADLINE, || async {
+            m.snapshot().ring_members == 2
+        })
+        .await;
+    }
+    for (_, _, h) in nodes {
+        h.shutdown().await;
+    }
+}
