@@ -903,6 +903,25 @@ async fn http_and_grpc_share_objects_and_namespaces() {
         http.get(node.url("/up")).send().await.unwrap().status(),
         200
     );
+    // gRPC calls are counted, by method and gRPC status.
+    let metrics = http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kura_http_requests_total{")
+                && l.contains(
+                    "route=\"/build.bazel.remote.execution.v2.ActionCache/GetActionResult\""
+                )
+                && l.contains("method=\"GRPC\"")),
+        "{metrics}"
+    );
     node.stop().await;
 }
 
