@@ -903,6 +903,25 @@ async fn http_and_grpc_share_objects_and_namespaces() {
         http.get(node.url("/up")).send().await.unwrap().status(),
         200
     );
+    // gRPC calls are counted, by method and gRPC status.
+    let metrics = http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kura_http_requests_total{")
+                && l.contains(
+                    "route=\"/build.bazel.remote.execution.v2.ActionCache/GetActionResult\""
+                )
+                && l.contains("method=\"GRPC\"")),
+        "{metrics}"
+    );
     node.stop().await;
 }
 
@@ -1070,4 +1089,70 @@ fn grpc_port_is_a_validated_flag() {
     assert_eq!(errs[0].env, "KURA_GRPC_PORT");
     let args = kurad::Args::try_parse_from(["kurad"]).unwrap();
     assert!(args.validate().unwrap().grpc_listen.is_none());
+}
+
+/// An action-cache hit refreshes the outputs it names in the LRU: with
+/// `--remote_download_minimal` Bazel never reads them, and they must not age
+/// out (taking the hot result with them) before untouched blobs do.
+#[tokio::test]
+async fn action_cache_hits_keep_their_outputs_young() {
+    let clock = std::sync::Arc::new(kura_store::ManualClock::new(1_000_000));
+    let mut store = kura_store::Config::default();
+    store.clock = clock.clone();
+    let node = Node::start_with(Options {
+        store,
+        ..Options::default()
+    })
+    .await;
+    let mut cas = node.cas().await;
+    let out = blob(21, 10_000);
+    let od = digest(&out);
+    let other = blob(22, 10_000);
+    let xd = digest(&other);
+    // The output is older than the unrelated blob.
+    cas.batch_update_blobs(update("", vec![(od.clone(), out)]))
+        .await
+        .unwrap();
+    clock.advance(1_000);
+    cas.batch_update_blobs(update("", vec![(xd.clone(), other)]))
+        .await
+        .unwrap();
+    clock.advance(1_000);
+    let action = digest(b"hot action");
+    let mut ac = node.ac().await;
+    ac.update_action_result(re::UpdateActionResultRequest {
+        action_digest: Some(action.clone()),
+        action_result: Some(action_result(&[("o", &od)])),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    clock.advance(1_000);
+    ac.get_action_result(re::GetActionResultRequest {
+        action_digest: Some(action.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = &node.state.store;
+    store.flush_access().await.unwrap();
+    // Evict the least recently used object only.
+    store
+        .evict_to(store.stats().bytes.saturating_sub(1))
+        .await
+        .unwrap();
+    let missing = cas
+        .find_missing_blobs(find("", vec![od.clone(), xd.clone()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .missing_blob_digests;
+    assert_eq!(missing, vec![xd], "the untouched blob goes first");
+    ac.get_action_result(re::GetActionResultRequest {
+        action_digest: Some(action),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    node.stop().await;
 }

@@ -174,10 +174,13 @@ impl re::action_cache_server::ActionCache for Cache {
         let Some(obj) = s.store.get(&id).await.map_err(|e| store_status(&e))? else {
             return Err(miss());
         };
-        // Never hand out a result whose outputs are gone.
+        // Never hand out a result whose outputs are gone; opening each one
+        // also records an access, so a result in use keeps its outputs (which
+        // `--remote_download_minimal` may never read) from ageing out of the LRU.
         for r in &obj.meta().refs {
             if s.store
-                .head(&r.resolve(&s.config.account))
+                .get(&r.resolve(&s.config.account))
+                .await
                 .map_err(|e| store_status(&e))?
                 .is_none()
             {

@@ -64,7 +64,7 @@ const AC_PREFIX: &str = "ac";
 /// listener: resumable uploads live here).
 pub fn grpc_router(state: Arc<AppState>) -> axum::Router {
     let cache = cache::Cache::new(state.clone());
-    let bs = bytestream::ByteStreamService::new(state);
+    let bs = bytestream::ByteStreamService::new(state.clone());
     let mut routes = tonic::service::Routes::default();
     routes = routes
         .add_service(
@@ -87,7 +87,59 @@ pub fn grpc_router(state: Arc<AppState>) -> axum::Router {
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         );
-    routes.prepare().into_axum_router()
+    routes
+        .prepare()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(state, observe))
+}
+
+/// The gRPC services served (the metric label of a request is its method
+/// path when it names one of them).
+const SERVICES: &[&str] = &[
+    "/build.bazel.remote.execution.v2.Capabilities/",
+    "/build.bazel.remote.execution.v2.ActionCache/",
+    "/build.bazel.remote.execution.v2.ContentAddressableStorage/",
+    "/google.bytestream.ByteStream/",
+];
+
+/// Counts gRPC calls in `kura_http_requests_total` and
+/// `kura_http_request_duration_seconds` (time to the response headers), with
+/// the method path as the route and the gRPC status (when it is known before
+/// the body, as for every error) as `status`.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let route = if SERVICES.iter().any(|p| path.starts_with(p)) && path.len() <= 128 {
+        path.to_owned()
+    } else {
+        "grpc_unmatched".to_owned()
+    };
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(0);
+    state
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route: route.clone(),
+            method: "GRPC".to_owned(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .durations
+        .get_or_create(&crate::metrics::RouteLabels { route })
+        .observe(start.elapsed().as_secs_f64());
+    resp
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc`,
