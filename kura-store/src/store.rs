@@ -29,8 +29,10 @@ use crate::types::{Digest, Key, NamespaceId, NodeId, ObjectId, ObjectRef};
 /// When a write is acknowledged relative to its durability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// Acknowledged once data and metadata are fsynced (group commit: concurrent writers
-    /// share one metadata fsync per batch). The default.
+    /// Acknowledged once data and metadata are durable (group commit: concurrent writers
+    /// share one sync per batch). On backends with a redo log the batch's durability point
+    /// is one `fdatasync` of its redo record and the database is synced at checkpoints;
+    /// otherwise it is one durable database commit. The default.
     Always,
     /// Acknowledged once committed and visible; made durable by a checkpoint at most
     /// `max_delay` later. Blob data is still fsynced by each writer. A crash loses at most the
@@ -628,7 +630,8 @@ impl Store {
         r.map(|_| ())
     }
 
-    /// Forces a durable checkpoint now (a no-op in `Always` mode, where every commit is one).
+    /// Forces a durable checkpoint of the database now (in `Always` mode the writes are
+    /// already durable through the redo log; this syncs the database and resets the log).
     pub async fn checkpoint(&self) -> Result<()> {
         self.submit(Op::Checkpoint).await.map(|_| ())
     }
