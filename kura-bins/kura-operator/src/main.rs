@@ -102,7 +102,11 @@ async fn run_controller(
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (kubeconfig or in-cluster service account)")?;
+    let probe_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let routability = Arc::new(HttpRoutability::new(
+        probe_client,
         kura_operator::render::HTTP_PORT as u16,
         std::time::Duration::from_secs(2),
     ));

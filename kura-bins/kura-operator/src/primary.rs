@@ -105,23 +105,28 @@ pub async fn choose(
     }
 }
 
+/// The HTTP client [`HttpRoutability`] probes with (plain HTTP/1.1).
+pub type ProbeClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
 /// [`Routability`] over plain HTTP to `http://<podIP>:<port>/status/rollout`.
+///
+/// The caller owns the client (connection pool, connector settings); the
+/// binary builds one with
+/// `Client::builder(TokioExecutor::new()).build_http()`.
 #[derive(Debug, Clone)]
 pub struct HttpRoutability {
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Empty<bytes::Bytes>,
-    >,
+    client: ProbeClient,
     port: u16,
     timeout: Duration,
 }
 
 impl HttpRoutability {
-    /// Probes port `port` with a `timeout` (the reference uses 4000 and 2 s).
-    pub fn new(port: u16, timeout: Duration) -> Self {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
+    /// Probes port `port` through `client` with a `timeout` per probe (the
+    /// reference uses 4000 and 2 s).
+    pub fn new(client: ProbeClient, port: u16, timeout: Duration) -> Self {
         Self {
             client,
             port,

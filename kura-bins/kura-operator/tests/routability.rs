@@ -8,6 +8,10 @@ use kura_operator::primary::{HttpRoutability, Routability};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+fn client() -> kura_operator::primary::ProbeClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
 async fn serve(body: &'static str, respond: bool) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -42,7 +46,7 @@ async fn probes_real_sockets() {
         true,
     )
     .await;
-    let status = HttpRoutability::new(ok, Duration::from_secs(2))
+    let status = HttpRoutability::new(client(), ok, Duration::from_secs(2))
         .rollout("127.0.0.1")
         .await
         .unwrap();
@@ -53,7 +57,7 @@ async fn probes_real_sockets() {
         true,
     )
     .await;
-    let status = HttpRoutability::new(draining, Duration::from_secs(2))
+    let status = HttpRoutability::new(client(), draining, Duration::from_secs(2))
         .rollout("127.0.0.1")
         .await
         .unwrap();
@@ -61,7 +65,7 @@ async fn probes_real_sockets() {
 
     let garbage = serve("not json", true).await;
     assert!(
-        HttpRoutability::new(garbage, Duration::from_secs(2))
+        HttpRoutability::new(client(), garbage, Duration::from_secs(2))
             .rollout("127.0.0.1")
             .await
             .is_none()
@@ -69,7 +73,7 @@ async fn probes_real_sockets() {
 
     let silent = serve("", false).await;
     assert!(
-        HttpRoutability::new(silent, Duration::from_millis(200))
+        HttpRoutability::new(client(), silent, Duration::from_millis(200))
             .rollout("127.0.0.1")
             .await
             .is_none()
@@ -83,14 +87,14 @@ async fn probes_real_sockets() {
         .unwrap()
         .port();
     assert!(
-        HttpRoutability::new(closed, Duration::from_secs(2))
+        HttpRoutability::new(client(), closed, Duration::from_secs(2))
             .rollout("127.0.0.1")
             .await
             .is_none()
     );
     // Not an IP address.
     assert!(
-        HttpRoutability::new(ok, Duration::from_secs(2))
+        HttpRoutability::new(client(), ok, Duration::from_secs(2))
             .rollout("pod.example")
             .await
             .is_none()

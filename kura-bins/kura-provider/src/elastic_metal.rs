@@ -27,19 +27,16 @@ use kura_scaleway::{
 
 use crate::cloudinit::{JoinParams, KubernetesMinor, VlanInterface, render_elastic_metal_script};
 use crate::common::{
-    CommonStatus, Gate, NodePhase, StepError, add_finalizer, clear_failure, cond, gate,
-    has_finalizer, node_phase, object_ref, record_failure, remove_finalizer, reset_on_spec_change,
-    retry_wait,
+    CommonStatus, NodePhase, StepError, clear_failure, cond, node_phase, object_ref,
+    remove_finalizer,
 };
-use crate::context::{Context, Next, SshRunner, requeue, rfc3339, scaleway_error_type};
+use crate::context::{Context, Next, SshRunner, requeue, scaleway_error_type};
 use crate::crd::{
     CONDITION_NODE_READY, CONDITION_PROVISIONED, CONDITION_READY, ConditionStatus,
     ELASTIC_METAL_FINALIZER, ElasticMetalPhase, MachineAddress, ScalewayElasticMetalMachine,
-    ScalewayElasticMetalMachineStatus,
 };
 use crate::kube_side::{EventType, KubeApi};
-
-const KIND: &str = "ScalewayElasticMetalMachine";
+use crate::run::{Machine, Step};
 
 /// Tags of Private Networks the provider creates.
 pub const PN_TAGS: [&str; 2] = ["capi", "tuist.dev/runner-cache"];
@@ -54,70 +51,10 @@ pub fn provider_id(zone: &Zone, id: &BaremetalServerId) -> String {
     format!("scaleway://baremetal/{zone}/{id}")
 }
 
-struct Run<'a, K, S> {
-    ctx: &'a Context<K, S>,
-    m: ScalewayElasticMetalMachine,
-    st: ScalewayElasticMetalMachineStatus,
-    now: time::OffsetDateTime,
-    retrying: bool,
-    last_saved_phase: Option<ElasticMetalPhase>,
-}
+type Run<'a, K, S> = crate::run::Run<'a, K, S, ScalewayElasticMetalMachine>;
+const KIND: &str = <ScalewayElasticMetalMachine as Machine>::KIND;
 
 impl<K: KubeApi, S: SshRunner> Run<'_, K, S> {
-    fn ns(&self) -> String {
-        self.m
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into())
-    }
-    fn name(&self) -> String {
-        self.m.metadata.name.clone().unwrap_or_default()
-    }
-    fn now_s(&self) -> String {
-        rfc3339(self.now)
-    }
-
-    async fn save(&mut self) -> Result<(), StepError> {
-        let obj = object_ref(KIND, &self.m.metadata);
-        if self.last_saved_phase != Some(self.st.phase) {
-            let from = self
-                .last_saved_phase
-                .map_or_else(|| "-".to_owned(), |p| p.to_string());
-            let t = if self.st.phase == ElasticMetalPhase::Failed {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            self.ctx
-                .kube
-                .event(
-                    &obj,
-                    t,
-                    &format!("Phase{}", self.st.phase),
-                    &format!("phase {from} -> {}", self.st.phase),
-                )
-                .await;
-        }
-        self.m.status = Some(self.st.clone());
-        self.m = self.ctx.kube.save_elastic_metal_machine(&self.m).await?;
-        self.last_saved_phase = Some(self.st.phase);
-        let key = format!("{}/{}", self.ns(), self.name());
-        let gone = self.m.metadata.deletion_timestamp.is_some()
-            && !has_finalizer(&self.m.metadata, ELASTIC_METAL_FINALIZER);
-        self.ctx.metrics.set_phase(
-            KIND,
-            &key,
-            (!gone).then(|| self.st.phase.to_string()).as_deref(),
-        );
-        Ok(())
-    }
-
-    async fn event(&self, t: EventType, reason: &str, note: &str) {
-        let obj = object_ref(KIND, &self.m.metadata);
-        self.ctx.kube.event(&obj, t, reason, note).await;
-    }
-
     async fn phase(
         &mut self,
         phase: ElasticMetalPhase,
@@ -685,143 +622,17 @@ impl<K: KubeApi, S: SshRunner> Run<'_, K, S> {
     }
 }
 
-/// Reconciles one `ScalewayElasticMetalMachine`.
+/// Reconciles one `ScalewayElasticMetalMachine` (as read from the API server).
 pub async fn reconcile<K: KubeApi, S: SshRunner>(
     ctx: &Context<K, S>,
     machine: ScalewayElasticMetalMachine,
 ) -> Next {
-    let st = machine.status.clone().unwrap_or_default();
-    let mut run = Run {
-        ctx,
-        last_saved_phase: machine.status.as_ref().map(|s| s.phase),
-        m: machine,
-        st,
-        now: ctx.clock.now(),
-        retrying: false,
+    let mut run = Run::new(ctx, machine);
+    let result = match run.prelude().await {
+        Ok(Step::Done(next)) => Ok(next),
+        Ok(Step::Delete) => run.delete().await,
+        Ok(Step::Provision(version)) => run.provision(version).await,
+        Err(e) => Err(e),
     };
-    let result = reconcile_inner(&mut run).await;
-    finish(&mut run, result).await
-}
-
-async fn reconcile_inner<K: KubeApi, S: SshRunner>(
-    run: &mut Run<'_, K, S>,
-) -> Result<Next, StepError> {
-    let generation = run.m.metadata.generation;
-    if reset_on_spec_change(&mut run.st, generation) && run.st.phase == ElasticMetalPhase::Failed {
-        run.st.phase = ElasticMetalPhase::Pending;
-        run.event(
-            EventType::Normal,
-            "SpecChanged",
-            "spec changed: failure count reset",
-        )
-        .await;
-    }
-    if run.m.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer(&run.m.metadata, ELASTIC_METAL_FINALIZER) {
-            return Ok(Next::Wait);
-        }
-        if let Gate::Closed {
-            reason: "Paused",
-            next,
-            ..
-        } = gate(&run.ctx.kube, &run.m.metadata).await?
-        {
-            return Ok(next);
-        }
-        return run.delete().await;
-    }
-    if run.st.phase == ElasticMetalPhase::Failed {
-        if let Some(wait) = retry_wait(&mut run.st, run.now) {
-            return Ok(Next::Requeue(wait));
-        }
-        run.retrying = true;
-        let attempt = run.st.failure_attempts + 1;
-        run.event(
-            EventType::Normal,
-            "Retrying",
-            &format!("retrying after failure (attempt {attempt})"),
-        )
-        .await;
-    }
-    match gate(&run.ctx.kube, &run.m.metadata).await? {
-        Gate::Closed {
-            next,
-            reason,
-            message,
-        } => {
-            let now = run.now_s();
-            cond(
-                &mut run.st,
-                &now,
-                CONDITION_READY,
-                ConditionStatus::False,
-                reason,
-                &message,
-            );
-            if run.st.phase == ElasticMetalPhase::Failed {
-                run.st.phase = ElasticMetalPhase::Pending;
-            }
-            run.save().await?;
-            Ok(next)
-        }
-        Gate::Open { version } => {
-            if !has_finalizer(&run.m.metadata, ELASTIC_METAL_FINALIZER) {
-                add_finalizer(&mut run.m.metadata, ELASTIC_METAL_FINALIZER);
-                run.save().await?;
-            }
-            run.provision(version).await
-        }
-    }
-}
-
-async fn finish<K: KubeApi, S: SshRunner>(
-    run: &mut Run<'_, K, S>,
-    result: Result<Next, StepError>,
-) -> Next {
-    let ctx = run.ctx;
-    match result {
-        Ok(next) => {
-            ctx.metrics.reconciled(KIND, "ok");
-            next
-        }
-        Err(e) => {
-            let error_type = match &e {
-                StepError::Scaleway(se) => scaleway_error_type(se.as_ref()),
-                StepError::Kube(_) => "kubernetes",
-                StepError::Failed { .. } => "failed",
-            };
-            if !matches!(e, StepError::Failed { .. }) {
-                ctx.metrics.api_error(error_type);
-            }
-            if e.is_retryable() {
-                ctx.metrics.reconciled(KIND, "retry");
-                tracing::warn!(machine = %run.name(), error = %e, "reconcile step failed; retrying");
-                run.event(EventType::Warning, e.reason(), &format!("will retry: {e}"))
-                    .await;
-                return Next::Requeue(requeue::API_ERROR);
-            }
-            ctx.metrics.reconciled(KIND, "failed");
-            tracing::error!(machine = %run.name(), error = %e, "machine failed");
-            let delay = record_failure(
-                &mut run.st,
-                &ctx.config,
-                run.now,
-                e.reason(),
-                &e.to_string(),
-            );
-            run.st.phase = ElasticMetalPhase::Failed;
-            let attempts = run.st.failure_attempts;
-            run.event(
-                EventType::Warning,
-                e.reason(),
-                &format!("{e} (attempt {attempts}, retry in {}s)", delay.as_secs()),
-            )
-            .await;
-            if let Err(se) = run.save().await {
-                tracing::warn!(machine = %run.name(), error = %se, "saving the failure failed");
-                return Next::Requeue(requeue::API_ERROR);
-            }
-            Next::Requeue(delay)
-        }
-    }
+    run.finish(result).await
 }

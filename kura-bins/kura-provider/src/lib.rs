@@ -46,5 +46,6 @@ pub mod instance;
 pub mod kube_impl;
 pub mod kube_side;
 pub mod rbac;
+mod run;
 
 pub use common::PN_IPV4_LABEL;
