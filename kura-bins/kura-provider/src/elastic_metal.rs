@@ -36,7 +36,7 @@ use crate::crd::{
     ELASTIC_METAL_FINALIZER, ElasticMetalPhase, MachineAddress, ScalewayElasticMetalMachine,
 };
 use crate::kube_side::{EventType, KubeApi};
-use crate::run::{Machine, Step};
+use crate::run::{Machine, Steps};
 
 /// Tags of Private Networks the provider creates.
 pub const PN_TAGS: [&str; 2] = ["capi", "tuist.dev/runner-cache"];
@@ -627,12 +627,17 @@ pub async fn reconcile<K: KubeApi, S: SshRunner>(
     ctx: &Context<K, S>,
     machine: ScalewayElasticMetalMachine,
 ) -> Next {
-    let mut run = Run::new(ctx, machine);
-    let result = match run.prelude().await {
-        Ok(Step::Done(next)) => Ok(next),
-        Ok(Step::Delete) => run.delete().await,
-        Ok(Step::Provision(version)) => run.provision(version).await,
-        Err(e) => Err(e),
-    };
-    run.finish(result).await
+    crate::run::reconcile(ctx, machine).await
+}
+
+impl<K: KubeApi, S: SshRunner> Steps<K, S> for ScalewayElasticMetalMachine {
+    async fn provision(
+        run: &mut Run<'_, K, S>,
+        version: Option<String>,
+    ) -> Result<Next, StepError> {
+        run.provision(version).await
+    }
+    async fn delete(run: &mut Run<'_, K, S>) -> Result<Next, StepError> {
+        run.delete().await
+    }
 }

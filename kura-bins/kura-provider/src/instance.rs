@@ -33,7 +33,7 @@ use crate::crd::{
     INSTANCE_FINALIZER, InstancePhase, MachineAddress, ScalewayInstanceMachine,
 };
 use crate::kube_side::{EventType, KubeApi};
-use crate::run::{Machine, Step};
+use crate::run::{Machine, Steps};
 
 /// The tag that identifies the server of machine `name` (second lookup key).
 pub fn machine_tag(name: &str) -> String {
@@ -393,12 +393,17 @@ pub async fn reconcile<K: KubeApi, S: SshRunner>(
     ctx: &Context<K, S>,
     machine: ScalewayInstanceMachine,
 ) -> Next {
-    let mut run = Run::new(ctx, machine);
-    let result = match run.prelude().await {
-        Ok(Step::Done(next)) => Ok(next),
-        Ok(Step::Delete) => run.delete().await,
-        Ok(Step::Provision(version)) => run.provision(version).await,
-        Err(e) => Err(e),
-    };
-    run.finish(result).await
+    crate::run::reconcile(ctx, machine).await
+}
+
+impl<K: KubeApi, S: SshRunner> Steps<K, S> for ScalewayInstanceMachine {
+    async fn provision(
+        run: &mut Run<'_, K, S>,
+        version: Option<String>,
+    ) -> Result<Next, StepError> {
+        run.provision(version).await
+    }
+    async fn delete(run: &mut Run<'_, K, S>) -> Result<Next, StepError> {
+        run.delete().await
+    }
 }

@@ -99,6 +99,35 @@ machine!(
     save_elastic_metal_machine
 );
 
+/// The kind-specific steps of a reconcile.
+pub(crate) trait Steps<K, S>: Machine {
+    /// Drives the machine towards `Ready` (the gate is open).
+    fn provision(
+        run: &mut Run<'_, K, S, Self>,
+        version: Option<String>,
+    ) -> impl Future<Output = Result<Next, StepError>> + Send;
+    /// Tears the machine down (it is being deleted and holds our finalizer).
+    fn delete(
+        run: &mut Run<'_, K, S, Self>,
+    ) -> impl Future<Output = Result<Next, StepError>> + Send;
+}
+
+/// Reconciles one machine (as read from the API server): the shared prelude,
+/// then the kind's step, then [`Run::finish`].
+pub(crate) async fn reconcile<K: KubeApi, S: SshRunner, M: Steps<K, S>>(
+    ctx: &Context<K, S>,
+    machine: M,
+) -> Next {
+    let mut run = Run::new(ctx, machine);
+    let result = match run.prelude().await {
+        Ok(Step::Done(next)) => Ok(next),
+        Ok(Step::Delete) => M::delete(&mut run).await,
+        Ok(Step::Provision(version)) => M::provision(&mut run, version).await,
+        Err(e) => Err(e),
+    };
+    run.finish(result).await
+}
+
 /// What the shared part of a reconcile decided.
 pub(crate) enum Step {
     /// Nothing more to do in this run.
