@@ -267,7 +267,9 @@ pub struct StorageClassChange {
 pub struct Rendered {
     /// Objects to apply, in apply order (Secrets before the StatefulSet that mounts them).
     pub objects: Vec<Desired>,
-    /// Objects (named `<instance>…`) to delete.
+    /// Objects (named `<instance>…`) to delete: the NodePort Service only when
+    /// it is live, the PodDisruptionBudget and Ingress whenever the spec no
+    /// longer asks for them (a 404 is fine).
     pub remove: Vec<(Removable, String)>,
     /// The primary pod the Services are pinned to.
     pub primary_pod: String,
@@ -913,7 +915,8 @@ pub fn render(
         external.metadata.owner_references = owner.map(|o| vec![o.clone()]);
         let external = preserve_node_ports(live.external_service.as_ref(), external);
         objects.push(Desired::Service(external));
-    } else {
+    } else if live.external_service.is_some() {
+        // Only a live one is deleted: no DELETE round trip on every reconcile.
         remove.push((Removable::ExternalService, policy.external_service_name()));
     }
 

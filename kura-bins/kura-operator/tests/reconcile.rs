@@ -318,6 +318,16 @@ async fn removing_expose_node_port_deletes_the_external_service() {
     );
     h.reconcile(&name).await;
     assert!(h.api.get("Service", "kura-acme-mac-external").is_none());
+    // Once it is gone, later reconciles do not ask to delete it again.
+    h.api.clear_requests();
+    h.reconcile(&name).await;
+    let again: Vec<_> = h
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("kura-acme-mac-external"))
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
     assert!(
         h.status(&name)
             .get("nodePortCache")
