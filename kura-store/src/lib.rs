@@ -51,6 +51,7 @@ pub use backend::{
     Backend, BlobReader, BlobWriter, FaultKind, FaultPoint, Faults, FaultyBackend, FsBackend,
     MemBackend, MetadataStorage,
 };
+pub use commit::Learned;
 pub use error::{Error, Result};
 pub use hlc::{Clock, Hlc, ManualClock, SystemClock, Version};
 pub use meta::{Change, ObjectMeta, ReplicatedRecord};
