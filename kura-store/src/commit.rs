@@ -961,7 +961,7 @@ impl Committer {
                     if meta.blob == *blob {
                         fx.corrupt += 1;
                         // No ghost: repair fetches a good copy from a peer.
-                        self.remove_cascade(t, meta, c, fx, Fate::Ghost, Fate::Ghost)?;
+                        self.remove_cascade(t, meta, c, fx, Fate::Drop, Fate::Drop)?;
                         if let BlobLoc::File(fid) = blob {
                             fx.dead_files.retain(|d| d != fid);
                             fx.quarantine_files.push(*fid);
@@ -1368,7 +1368,7 @@ impl Committer {
         for k in keys {
             if let Some(meta) = t.get_meta(&k)? {
                 if meta.version < version {
-                    self.remove_cascade(t, meta, c, fx, Fate::Ghost, Fate::Ghost)?;
+                    self.remove_cascade(t, meta, c, fx, Fate::Drop, Fate::Drop)?;
                     removed += 1;
                 }
             }

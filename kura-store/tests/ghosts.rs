@@ -200,6 +200,19 @@ async fn namespace_delete_removes_ghosts() {
     store.verify_summary().unwrap();
 }
 
+/// Regression: deleting a namespace must drop the entries of the objects it removes, not
+/// turn them into ghosts (only eviction does that).
+#[tokio::test]
+async fn namespace_delete_of_held_objects_leaves_no_ghosts() {
+    let (store, _, clock) = store_at(1).await;
+    fill(&store, "cas", 4).await;
+    clock.advance(5);
+    assert_eq!(store.delete_namespace(&nsid("cas")).await.unwrap(), 4);
+    assert_eq!(store.stats().ghosts, 0);
+    assert_eq!(root(&store, "cas"), [0; 32]);
+    store.verify_summary().unwrap();
+}
+
 #[tokio::test]
 async fn cascade_evicted_referrers_become_ghosts() {
     let (store, _, clock) = store_at(1).await;
