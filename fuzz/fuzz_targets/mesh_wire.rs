@@ -35,7 +35,13 @@ fuzz_target!(|data: &[u8]| {
         3 => {
             if let Ok(b) = wire::parse_json::<BucketResponse>("buckets", rest) {
                 for e in b.buckets.iter().flatten() {
-                    let _ = e.to_entry();
+                    // What validates re-encodes to the same entry (ghost flag included).
+                    if let Ok(entry) = e.to_entry() {
+                        let again = wire::WireEntry::from_entry(&entry)
+                            .to_entry()
+                            .expect("re-encoded entry validates");
+                        assert_eq!(again, entry);
+                    }
                 }
             }
             let _ = wire::parse_json::<BucketRequest>("buckets", rest);

@@ -8,7 +8,9 @@
 //!   behind is marked *needs repair* instead of growing a queue;
 //! - **repair in O(difference)**: peers compare per-namespace digest summaries
 //!   top-down and fetch only differing entries — at bootstrap, after a restart,
-//!   after an outbox overflow, and periodically;
+//!   after an outbox overflow, and periodically; objects a node evicted stay in its
+//!   summary as *ghosts*, so repair neither fetches them back nor transfers bytes
+//!   for entries the peer only knows as ghosts (see [`repair`]);
 //! - **merge** is the store's last-writer-wins on `(hlc, node)` with namespace
 //!   tombstones that block older writes (see [`kura_store::merge`]);
 //! - transfers have a **stall watchdog** instead of a total timeout, a global and

@@ -176,8 +176,16 @@ pub struct MeshConfig {
     /// longer than this could bring deleted data back (as with Cassandra's
     /// `gc_grace_seconds`), so keep it well above any expected outage.
     pub tombstone_gc_horizon: Duration,
-    /// How often tombstone garbage collection is considered.
+    /// How often tombstone garbage collection is considered (ghost GC runs at the
+    /// same interval).
     pub tombstone_gc_interval: Duration,
+    /// Ghosts (evicted objects whose summary entry is kept so repair does not fetch them
+    /// back) are dropped this long after their eviction; `None` keeps them forever. Each
+    /// ghost costs two small metadata rows; once dropped, a peer that still holds the
+    /// object makes repair fetch it again (at most once per TTL per object). A ghost
+    /// learned from a peer keeps the peer's eviction time, so every replica drops it
+    /// at about the same time.
+    pub ghost_ttl: Option<Duration>,
 }
 
 impl MeshConfig {
@@ -206,6 +214,7 @@ impl MeshConfig {
             poll_interval: Duration::from_millis(50),
             tombstone_gc_horizon: Duration::from_secs(7 * 24 * 3600),
             tombstone_gc_interval: Duration::from_secs(60),
+            ghost_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -880,6 +889,7 @@ impl Mesh {
             if since_gc >= self.inner.config.tombstone_gc_interval {
                 since_gc = Duration::ZERO;
                 self.gc_tombstones().await;
+                self.gc_ghosts().await;
             }
             // Trim the change feed below every peer's cursor (new peers catch up
             // by repair, so trimming never loses data).
@@ -924,6 +934,20 @@ impl Mesh {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "tombstones garbage-collected"),
             Err(e) => tracing::warn!(error = %e, "tombstone garbage collection failed"),
+        }
+    }
+
+    /// Drops ghosts evicted more than [`MeshConfig::ghost_ttl`] ago.
+    async fn gc_ghosts(&self) {
+        let Some(ttl) = self.inner.config.ghost_ttl else {
+            return;
+        };
+        let now = self.inner.store.now().physical_ms();
+        let before = now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        match self.inner.store.gc_ghosts(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "ghosts garbage-collected"),
+            Err(e) => tracing::warn!(error = %e, "ghost garbage collection failed"),
         }
     }
 

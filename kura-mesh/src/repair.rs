@@ -8,6 +8,13 @@
 //! peer that still holds older data: those records are shadowed and ignored.
 //! A pass is idempotent and can be interrupted at any point; the next pass resumes
 //! from what is still different.
+//!
+//! Summaries record knowledge, not possession: an object a node evicted stays in its
+//! summary as a *ghost* (see kura-store's `docs/store.md`). Where the peer is ahead
+//! with a ghost, the pass does not fetch (nobody may hold the bytes, and the peer
+//! chose to drop them); it records the ghost locally with [`Store::learn`]. Where the
+//! peer is ahead with the same digest we hold, it raises our version without a
+//! transfer. Only entries the peer holds with other bytes are fetched.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,6 +56,15 @@ pub struct RepairReport {
     pub bytes_pushed: u64,
     /// Key deletions and namespace tombstones pushed.
     pub deletes_pushed: u64,
+    /// Entries the peer was ahead on but only knew as ghosts (evicted there): recorded
+    /// here as ghosts with [`Store::learn`], nothing transferred.
+    pub ghosts_learned: u64,
+    /// Entries the peer was ahead on with the bytes we already hold (same digest): our
+    /// version was raised, nothing transferred.
+    pub versions_bumped: u64,
+    /// Fetches the peer answered "not found" (evicted or deleted since its summary was
+    /// read); skipped, the next pass sees its new entry.
+    pub fetches_vanished: u64,
 }
 
 /// Everything a repair pass needs.
@@ -371,6 +387,23 @@ async fn apply_keys(
             continue;
         }
         match rec {
+            ReplicatedRecord::Put {
+                ref id,
+                version,
+                digest,
+                ..
+            } if !entry.held || store.head(id)?.is_some_and(|m| m.digest == digest) => {
+                let evicted = (!entry.held).then_some(entry.evicted_ms);
+                match store.learn(id, version, digest, evicted).await {
+                    Ok(kura_store::Learned::Ghost) => report.ghosts_learned += 1,
+                    Ok(kura_store::Learned::Bumped) => report.versions_bumped += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = peer.addr(), error = %e, "learning an entry failed");
+                        report.refused += 1;
+                    }
+                }
+            }
             ReplicatedRecord::Put { .. } => {
                 if let Err(e) = fetch_one(ctx, peer, namespace, &entry.key, report).await {
                     match e {
@@ -414,6 +447,8 @@ async fn fetch_one(
         .fetch(namespace, key, ctx.limiters.clone(), progress.clone())
         .await?
     else {
+        // Evicted or deleted on the peer since we read its summary: skip quietly.
+        report.fetches_vanished += 1;
         return Ok(());
     };
     let ok_id = match &record {

@@ -244,6 +244,28 @@ pub struct WireEntry {
     pub version: WireVersion,
     /// Hex SHA-256 when present; `None` for a key tombstone.
     pub digest: Option<String>,
+    /// Whether the peer holds the object's bytes; `false` for a ghost (evicted, entry
+    /// kept). Omitted when `true`, and a missing field means `true`, so older peers
+    /// interoperate.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub held: bool,
+    /// For a ghost: when the peer evicted it, ms since the Unix epoch (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evicted_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` signature
+fn is_yes(b: &bool) -> bool {
+    *b
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` signature
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl WireEntry {
@@ -256,6 +278,8 @@ impl WireEntry {
                 kura_store::merge::Payload::Present(d) => Some(d.to_hex()),
                 kura_store::merge::Payload::Deleted => None,
             },
+            held: e.held,
+            evicted_ms: if e.held { 0 } else { e.evicted_ms },
         }
     }
 
@@ -274,10 +298,14 @@ impl WireEntry {
                 }
             })?),
         };
+        // Only a present entry can be a ghost.
+        let held = self.held || payload == kura_store::merge::Payload::Deleted;
         Ok(BucketEntry {
             key,
             version: self.version.into(),
             payload,
+            held,
+            evicted_ms: if held { 0 } else { self.evicted_ms },
         })
     }
 }
@@ -384,18 +412,43 @@ mod tests {
         }
 
         #[test]
-        fn wire_entry_round_trips(k in "[a-z][a-z0-9/_-]{0,20}", h in any::<u64>(), n in any::<u64>(), d in proptest::option::of(any::<[u8; 32]>())) {
+        fn wire_entry_round_trips(k in "[a-z][a-z0-9/_-]{0,20}", h in any::<u64>(), n in any::<u64>(), d in proptest::option::of(any::<[u8; 32]>()), ghost in proptest::option::of(any::<u64>())) {
             let key = Key::new(k).unwrap();
+            let held = ghost.is_none() || d.is_none();
             let e = BucketEntry {
                 key,
                 version: Version::new(Hlc(h), NodeId(n)),
                 payload: match d { Some(d) => kura_store::merge::Payload::Present(Digest(d)), None => kura_store::merge::Payload::Deleted },
+                held,
+                evicted_ms: if held { 0 } else { ghost.unwrap_or(0) },
             };
             let w = WireEntry::from_entry(&e);
             let json = serde_json::to_vec(&w).unwrap();
             let back: WireEntry = parse_json("entry", &json).unwrap();
             prop_assert_eq!(back.to_entry().unwrap(), e);
         }
+    }
+
+    /// Entries from peers that predate ghosts (no `held` field) are held.
+    #[test]
+    fn wire_entry_without_held_flag_is_held() {
+        let json = br#"{"key":"k","version":{"hlc":5,"node":1},"digest":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        let w: WireEntry = parse_json("entry", json).unwrap();
+        assert!(w.held);
+        assert!(w.to_entry().unwrap().held);
+        let ghost = WireEntry {
+            held: false,
+            evicted_ms: 7,
+            ..w
+        };
+        let json = serde_json::to_string(&ghost).unwrap();
+        assert!(
+            json.contains(r#""held":false"#) && json.contains(r#""evicted_ms":7"#),
+            "{json}"
+        );
+        let e = ghost.to_entry().unwrap();
+        assert!(!e.held);
+        assert_eq!(e.evicted_ms, 7);
     }
 
     #[test]

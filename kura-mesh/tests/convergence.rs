@@ -1,9 +1,12 @@
 //! The merge laws, end to end: three stores take random writes, deletes and namespace
 //! deletes; their change feeds are delivered to each other in random order with
 //! duplicates and losses; then pull repair over real mTLS runs between every pair.
-//! Every replica must end in the same state, and that state must be the
-//! last-writer-wins join of every original write (`kura_store::merge::State`):
-//! nothing lost, nothing resurrected, whatever the delivery.
+//! Stores also evict (everything, at random points, and some just before repair), which
+//! turns objects into ghosts. Every replica's summary must end in the same state, and that
+//! state must be the last-writer-wins join of every original write
+//! (`kura_store::merge::State`): nothing resurrected, whatever the delivery; a replica
+//! holds an object only at its winning version, and every winning object that was never
+//! evicted anywhere is held everywhere.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -31,6 +34,7 @@ enum Op {
     Put(u8, u8, u8),
     Delete(u8, u8),
     DeleteNs(u8),
+    Evict,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0u8..2, 0u8..3, any::<u8>()).prop_map(|(n, k, v)| Op::Put(n, k, v)),
         2 => (0u8..2, 0u8..3).prop_map(|(n, k)| Op::Delete(n, k)),
         1 => (0u8..2).prop_map(Op::DeleteNs),
+        1 => Just(Op::Evict),
     ]
 }
 
@@ -64,6 +69,9 @@ async fn apply_op(s: &Store, op: &Op) {
             s.delete_namespace(&oid(*n, 0).namespace_id())
                 .await
                 .unwrap();
+        }
+        Op::Evict => {
+            s.evict_to(0).await.unwrap();
         }
     }
 }
@@ -128,7 +136,11 @@ fn model(origin: &[Vec<ReplicatedRecord>]) -> State<String, String> {
     m
 }
 
-async fn run_case(ops: Vec<Vec<Op>>, deliveries: Vec<Vec<prop::sample::Index>>) {
+async fn run_case(
+    ops: Vec<Vec<Op>>,
+    deliveries: Vec<Vec<prop::sample::Index>>,
+    evict_before_repair: Vec<bool>,
+) {
     let mut stores = Vec::new();
     for i in 0..3u64 {
         let mut cfg = kura_store::Config::default();
@@ -168,6 +180,13 @@ async fn run_case(ops: Vec<Vec<Op>>, deliveries: Vec<Vec<prop::sample::Index>>) 
             }
         }
     }
+    for (s, evict) in stores.iter().zip(&evict_before_repair) {
+        if *evict {
+            s.evict_to(0).await.unwrap();
+        }
+    }
+    let evicted_anywhere = ops.iter().flatten().any(|o| matches!(o, Op::Evict))
+        || evict_before_repair.iter().any(|e| *e);
     // Pull repair between every pair, twice, over mTLS.
     let tls = tls();
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -232,6 +251,11 @@ async fn run_case(ops: Vec<Vec<Op>>, deliveries: Vec<Vec<prop::sample::Index>>) 
                         version,
                         payload: Payload::Present(d),
                     }) => {
+                        // Without eviction every winning object is held everywhere; with
+                        // it a replica may know it only as a ghost.
+                        if head.is_none() && evicted_anywhere {
+                            continue;
+                        }
                         let h = head.unwrap_or_else(|| panic!("n{n}/k{k} lost on {}", s.node()));
                         assert_eq!(
                             (h.version, h.digest),
@@ -259,6 +283,24 @@ async fn run_case(ops: Vec<Vec<Op>>, deliveries: Vec<Vec<prop::sample::Index>>) 
             roots.iter().all(|r| *r == roots[0]),
             "summary roots differ for n{n}"
         );
+        // The summary is the LWW join, ghosts included.
+        for s in &stores {
+            for k in 0..3u8 {
+                let key = oid(n, k).key;
+                let leaf = kura_store::summary::leaf_of(&key);
+                let got = s
+                    .summary_bucket(&ns, leaf)
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| e.key == key)
+                    .map(|e| e.entry());
+                let want = m.entries.get(&(format!("n{n}"), format!("k{k}"))).copied();
+                assert_eq!(got, want, "summary entry n{n}/k{k} on {}", s.node());
+            }
+        }
+    }
+    for s in &stores {
+        s.verify_summary().unwrap();
     }
 }
 
@@ -268,12 +310,13 @@ proptest! {
     fn replicas_converge_to_the_lww_join_under_reordering_duplication_and_loss(
         ops in proptest::collection::vec(proptest::collection::vec(op(), 0..10), 3),
         deliveries in proptest::collection::vec(proptest::collection::vec(any::<prop::sample::Index>(), 0..16), 6),
+        evict_before_repair in proptest::collection::vec(proptest::bool::weighted(0.25), 3),
     ) {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap()
-            .block_on(run_case(ops, deliveries));
+            .block_on(run_case(ops, deliveries, evict_before_repair));
     }
 }

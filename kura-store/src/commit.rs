@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, Version};
 use crate::merge::{Entry, Payload, shadowed_by_namespace, winner};
-use crate::meta::{BlobLoc, ObjectMeta, ReplicatedRecord, decode_entry, encode_entry};
+use crate::meta::{
+    BlobLoc, ObjectMeta, ReplicatedRecord, decode_entry, encode_bucket, encode_entry,
+};
 use crate::redo::{RedoBatch, RedoOp, RedoStaged};
 use crate::store::{Durability, Shared};
 use crate::summary::{self, DEPTH, NodeHash};
@@ -33,6 +35,69 @@ pub(crate) const REFS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(
 pub(crate) const SUMMARY: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("summary");
 pub(crate) const BUCKETS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("buckets");
 pub(crate) const STATE: TableDefinition<'_, &str, u64> = TableDefinition::new("state");
+/// Ghosts: objects evicted while their summary entry stays (object key → entry ++ eviction
+/// time in ms). See `docs/store.md`, "Ghosts".
+pub(crate) const GHOSTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("ghosts");
+
+/// The BUCKETS key of an object: namespace prefix, leaf, key.
+pub(crate) fn bucket_key(id: &ObjectId) -> Vec<u8> {
+    let mut bk = bucket_prefix(
+        &id.namespace_id().encode_prefix(),
+        summary::leaf_of(&id.key),
+    );
+    bk.extend_from_slice(id.key.as_str().as_bytes());
+    bk
+}
+
+fn encode_ghost(e: &Entry, evicted_ms: u64) -> Vec<u8> {
+    let mut v = encode_entry(e);
+    v.extend_from_slice(&evicted_ms.to_be_bytes());
+    v
+}
+
+pub(crate) fn decode_ghost(buf: &[u8]) -> Result<(Entry, u64)> {
+    let corrupt = || Error::Corrupt {
+        object: None,
+        reason: "malformed ghost entry".into(),
+    };
+    let split = buf.len().checked_sub(8).ok_or_else(corrupt)?;
+    let (e, ms) = buf.split_at(split);
+    let ms = u64::from_be_bytes(ms.try_into().map_err(|_| corrupt())?);
+    Ok((decode_entry(e)?, ms))
+}
+
+/// What happens to the summary entry of an object that is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// The caller replaces it (delete: with a tombstone).
+    Keep,
+    /// It goes (namespace delete, quarantine): peers' copies look new again.
+    Drop,
+    /// It stays as a ghost (eviction): the summary records knowledge, not possession.
+    Ghost,
+}
+
+/// What [`crate::Store::learn`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Learned {
+    /// Nothing: the local entry is as new or newer (or a namespace tombstone shadows it).
+    Ignored,
+    /// The local copy had the same digest: its version was raised, the bytes kept.
+    Bumped,
+    /// The key is now a ghost at the learned version (any older local copy was dropped).
+    Ghost,
+}
+
+/// A key's current state in the committer's view.
+struct Current {
+    /// The held object, if any.
+    obj: Option<ObjectMeta>,
+    /// Its entry: the object's, the key tombstone's or the ghost's.
+    entry: Option<Entry>,
+    /// Whether `entry` is a ghost.
+    ghost: bool,
+}
 
 pub(crate) fn lru_key(ms: u64, key: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + key.len());
@@ -80,6 +145,7 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 pub(crate) struct Counters {
     pub(crate) objects: u64,
     pub(crate) bytes: u64,
+    pub(crate) ghosts: u64,
     pub(crate) seq: u64,
     pub(crate) max_hlc: u64,
     /// Sequence number of the last redo-log batch applied to the database.
@@ -97,6 +163,7 @@ impl Counters {
         Ok(Self {
             objects: get("objects")?,
             bytes: get("bytes")?,
+            ghosts: get("ghosts")?,
             seq: get("seq")?,
             max_hlc: get("max_hlc")?,
             redo_seq: get("redo_seq")?,
@@ -143,6 +210,15 @@ pub(crate) enum Op {
     GcTombstones {
         horizon: Hlc,
     },
+    GcGhosts {
+        evicted_before_ms: u64,
+    },
+    Learn {
+        id: ObjectId,
+        version: Version,
+        digest: Digest,
+        evicted_ms: Option<u64>,
+    },
     TrimChanges {
         upto: u64,
     },
@@ -156,6 +232,7 @@ pub(crate) enum Outcome {
     Ignored,
     Deleted(bool),
     Count(u64),
+    Learned(Learned),
     Done,
 }
 
@@ -203,6 +280,7 @@ struct Tables<'t> {
     refs: Table<'t, &'static [u8], &'static [u8]>,
     summary: Table<'t, &'static [u8], &'static [u8]>,
     buckets: Table<'t, &'static [u8], &'static [u8]>,
+    ghosts: Table<'t, &'static [u8], &'static [u8]>,
     state: Table<'t, &'static str, u64>,
     /// Summary-node XOR deltas of this batch, written once at the end (a batch of writes to
     /// one namespace shares its upper nodes).
@@ -230,6 +308,7 @@ impl<'t> Tables<'t> {
             refs: txn.open_table(REFS).map_err(m(o))?,
             summary: txn.open_table(SUMMARY).map_err(m(o))?,
             buckets: txn.open_table(BUCKETS).map_err(m(o))?,
+            ghosts: txn.open_table(GHOSTS).map_err(m(o))?,
             state: txn.open_table(STATE).map_err(m(o))?,
             summary_delta: HashMap::new(),
         })
@@ -239,6 +318,7 @@ impl<'t> Tables<'t> {
         let w = "write state";
         self.state.insert("objects", c.objects).map_err(m(w))?;
         self.state.insert("bytes", c.bytes).map_err(m(w))?;
+        self.state.insert("ghosts", c.ghosts).map_err(m(w))?;
         self.state.insert("seq", c.seq).map_err(m(w))?;
         self.state.insert("max_hlc", c.max_hlc).map_err(m(w))?;
         self.state.insert("redo_seq", c.redo_seq).map_err(m(w))?;
@@ -257,6 +337,74 @@ impl<'t> Tables<'t> {
             None => Ok(None),
             Some(g) => Ok(Some(decode_entry(g.value())?)),
         }
+    }
+
+    fn get_ghost(&self, key: &[u8]) -> Result<Option<Entry>> {
+        match self.ghosts.get(key).map_err(m("read ghost"))? {
+            None => Ok(None),
+            Some(g) => Ok(Some(decode_ghost(g.value())?.0)),
+        }
+    }
+
+    /// The held object, key tombstone or ghost of `key` (at most one exists).
+    fn current(&self, key: &[u8]) -> Result<Current> {
+        if let Some(o) = self.get_meta(key)? {
+            return Ok(Current {
+                entry: Some(o.entry()),
+                obj: Some(o),
+                ghost: false,
+            });
+        }
+        if let Some(e) = self.get_tomb(key)? {
+            return Ok(Current {
+                obj: None,
+                entry: Some(e),
+                ghost: false,
+            });
+        }
+        let g = self.get_ghost(key)?;
+        Ok(Current {
+            obj: None,
+            ghost: g.is_some(),
+            entry: g,
+        })
+    }
+
+    /// Removes the ghost row of `key` (its bucket entry is rewritten by the caller).
+    fn clear_ghost(&mut self, key: &[u8], c: &mut Counters) -> Result<()> {
+        if self
+            .ghosts
+            .remove(key)
+            .map_err(m("remove ghost"))?
+            .is_some()
+        {
+            c.ghosts = c.ghosts.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// Records `e` as a ghost of `id`: the bucket entry stays (marked not held) and the
+    /// summary does not change when `e` is already the key's entry.
+    fn set_ghost(
+        &mut self,
+        id: &ObjectId,
+        old: Option<&Entry>,
+        e: &Entry,
+        evicted_ms: u64,
+        c: &mut Counters,
+    ) -> Result<()> {
+        self.set_entry_as(id, old, Some(e), Some(evicted_ms))?;
+        let prev = self
+            .ghosts
+            .insert(
+                id.encode().as_slice(),
+                encode_ghost(e, evicted_ms).as_slice(),
+            )
+            .map_err(m("write ghost"))?;
+        if prev.is_none() {
+            c.ghosts += 1;
+        }
+        Ok(())
     }
 
     fn ns_tomb(&self, prefix: &[u8]) -> Result<Option<Version>> {
@@ -307,6 +455,17 @@ impl<'t> Tables<'t> {
 
     /// Replaces the summary contribution and bucket entry of `id` (old → new).
     fn set_entry(&mut self, id: &ObjectId, old: Option<&Entry>, new: Option<&Entry>) -> Result<()> {
+        self.set_entry_as(id, old, new, None)
+    }
+
+    /// [`Tables::set_entry`], recording a ghost's eviction time (`None`: held).
+    fn set_entry_as(
+        &mut self,
+        id: &ObjectId,
+        old: Option<&Entry>,
+        new: Option<&Entry>,
+        ghost: Option<u64>,
+    ) -> Result<()> {
         let ns = id.namespace_id().encode_prefix();
         let mut h: NodeHash = [0; 32];
         if let Some(o) = old {
@@ -318,12 +477,11 @@ impl<'t> Tables<'t> {
         if h != [0; 32] {
             self.summary_xor(&ns, &id.key, &h);
         }
-        let mut bk = bucket_prefix(&ns, summary::leaf_of(&id.key));
-        bk.extend_from_slice(id.key.as_str().as_bytes());
+        let bk = bucket_key(id);
         match new {
             Some(n) => {
                 self.buckets
-                    .insert(bk.as_slice(), encode_entry(n).as_slice())
+                    .insert(bk.as_slice(), encode_bucket(n, ghost).as_slice())
                     .map_err(m("write bucket"))?;
             }
             None => {
@@ -656,6 +814,7 @@ impl Committer {
                     }
                 }
                 s.objects.store(counters.objects, Ordering::Relaxed);
+                s.ghosts.store(counters.ghosts, Ordering::Relaxed);
                 s.seq.store(counters.seq, Ordering::Relaxed);
                 let st = &s.stats;
                 st.evictions
@@ -801,7 +960,8 @@ impl Committer {
                 if let Some(meta) = t.get_meta(&key)? {
                     if meta.blob == *blob {
                         fx.corrupt += 1;
-                        self.remove_cascade(t, meta, c, fx, true)?;
+                        // No ghost: repair fetches a good copy from a peer.
+                        self.remove_cascade(t, meta, c, fx, Fate::Drop, Fate::Drop)?;
                         if let BlobLoc::File(fid) = blob {
                             fx.dead_files.retain(|d| d != fid);
                             fx.quarantine_files.push(*fid);
@@ -813,6 +973,22 @@ impl Committer {
             Op::GcTombstones { horizon } => {
                 fx.needs_checkpoint = true;
                 self.gc_tombstones(t, *horizon).map(Outcome::Count)
+            }
+            Op::GcGhosts { evicted_before_ms } => {
+                fx.needs_checkpoint = true;
+                self.gc_ghosts(t, *evicted_before_ms, c).map(Outcome::Count)
+            }
+            Op::Learn {
+                id,
+                version,
+                digest,
+                evicted_ms,
+            } => {
+                // Not in the redo log: forces a durable commit like eviction (a lost
+                // `learn` is redone by the next repair pass anyway).
+                fx.needs_checkpoint = true;
+                self.apply_learn(t, id, (*version, *digest), *evicted_ms, c, fx)
+                    .map(Outcome::Learned)
             }
             Op::TrimChanges { upto } => {
                 fx.needs_checkpoint = true;
@@ -903,11 +1079,11 @@ impl Committer {
         };
         let ns_prefix = p.id.namespace_id().encode_prefix();
         let ns_tomb = t.ns_tomb(&ns_prefix)?;
-        let existing_obj = t.get_meta(&key)?;
-        let existing = match &existing_obj {
-            Some(o) => Some(o.entry()),
-            None => t.get_tomb(&key)?,
-        };
+        let Current {
+            obj: existing_obj,
+            entry: existing,
+            ghost,
+        } = t.current(&key)?;
         if let Some(v) = p.version {
             let incoming = Entry {
                 version: v,
@@ -945,6 +1121,8 @@ impl Committer {
         }
         if let Some(old) = existing_obj {
             self.unlink(t, &old, c, fx)?;
+        } else if ghost {
+            t.clear_ghost(&key, c)?;
         } else if existing.is_some() {
             t.tombs
                 .remove(key.as_slice())
@@ -1064,19 +1242,21 @@ impl Committer {
     }
 
     /// Removes an object and, transitively, every object that references it (the reference
-    /// rule). The first object's summary entry is dropped only if `drop_entry`; referrers'
-    /// entries always are. Returns the bytes removed.
+    /// rule). The first object's summary entry meets `first`, referrers' entries `rest`.
+    /// Returns the bytes removed.
     fn remove_cascade(
         &self,
         t: &mut Tables<'_>,
         meta: ObjectMeta,
         c: &mut Counters,
         fx: &mut Effects,
-        drop_entry: bool,
+        first: Fate,
+        rest: Fate,
     ) -> Result<u64> {
-        let mut work = vec![(meta, drop_entry)];
+        let mut work = vec![(meta, first)];
         let mut bytes = 0;
-        while let Some((meta, drop_entry)) = work.pop() {
+        let now = self.now_ms();
+        while let Some((meta, fate)) = work.pop() {
             let key = meta.id.encode();
             let prefix = ref_prefix(&key);
             let referrers: Vec<Vec<u8>> = {
@@ -1093,13 +1273,16 @@ impl Committer {
                 v
             };
             self.unlink(t, &meta, c, fx)?;
-            if drop_entry {
-                t.set_entry(&meta.id, Some(&meta.entry()), None)?;
+            let e = meta.entry();
+            match fate {
+                Fate::Keep => {}
+                Fate::Drop => t.set_entry(&meta.id, Some(&e), None)?,
+                Fate::Ghost => t.set_ghost(&meta.id, Some(&e), &e, now, c)?,
             }
             bytes += meta.len;
             for src in referrers {
                 if let Some(sm) = t.get_meta(&src)? {
-                    work.push((sm, true));
+                    work.push((sm, rest));
                 }
             }
         }
@@ -1116,11 +1299,11 @@ impl Committer {
     ) -> Result<Outcome> {
         let key = id.encode();
         let ns_tomb = t.ns_tomb(&id.namespace_id().encode_prefix())?;
-        let existing_obj = t.get_meta(&key)?;
-        let existing = match &existing_obj {
-            Some(o) => Some(o.entry()),
-            None => t.get_tomb(&key)?,
-        };
+        let Current {
+            obj: existing_obj,
+            entry: existing,
+            ghost,
+        } = t.current(&key)?;
         if let Some(v) = given {
             let incoming = Entry {
                 version: v,
@@ -1138,7 +1321,9 @@ impl Committer {
         };
         let existed = existing_obj.is_some();
         if let Some(meta) = existing_obj {
-            self.remove_cascade(t, meta, c, fx, false)?;
+            self.remove_cascade(t, meta, c, fx, Fate::Keep, Fate::Drop)?;
+        } else if ghost {
+            t.clear_ghost(&key, c)?;
         }
         t.set_entry(id, existing.as_ref(), Some(&tomb))?;
         t.tombs
@@ -1183,8 +1368,18 @@ impl Committer {
         for k in keys {
             if let Some(meta) = t.get_meta(&k)? {
                 if meta.version < version {
-                    self.remove_cascade(t, meta, c, fx, true)?;
+                    self.remove_cascade(t, meta, c, fx, Fate::Drop, Fate::Drop)?;
                     removed += 1;
+                }
+            }
+        }
+        // Ghosts older than it go too.
+        let keys: Vec<Vec<u8>> = collect_keys(&t.ghosts, &prefix, end.as_deref())?;
+        for k in keys {
+            if let Some(e) = t.get_ghost(&k)? {
+                if e.version < version {
+                    t.clear_ghost(&k, c)?;
+                    t.set_entry(&ObjectId::decode(&k)?, Some(&e), None)?;
                 }
             }
         }
@@ -1261,7 +1456,8 @@ impl Committer {
                 match t.get_meta(key)? {
                     Some(meta) => {
                         let before = c.objects;
-                        let bytes = self.remove_cascade(t, meta, c, fx, true)?;
+                        let bytes =
+                            self.remove_cascade(t, meta, c, fx, Fate::Ghost, Fate::Ghost)?;
                         fx.evicted_objects += before - c.objects;
                         fx.evicted_bytes += bytes;
                         evicted += before - c.objects;
@@ -1273,6 +1469,81 @@ impl Committer {
             }
         }
         Ok(evicted)
+    }
+
+    fn gc_ghosts(&self, t: &mut Tables<'_>, before_ms: u64, c: &mut Counters) -> Result<u64> {
+        let all: Vec<(Vec<u8>, Entry, u64)> = {
+            let mut v = Vec::new();
+            for r in t.ghosts.iter().map_err(m("read ghosts"))? {
+                let (k, val) = r.map_err(m("read ghosts"))?;
+                let (e, ms) = decode_ghost(val.value())?;
+                v.push((k.value().to_vec(), e, ms));
+            }
+            v
+        };
+        let mut n = 0;
+        for (k, e, ms) in all {
+            if ms < before_ms {
+                t.clear_ghost(&k, c)?;
+                t.set_entry(&ObjectId::decode(&k)?, Some(&e), None)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Records that a peer has `(version, digest)` for `id` without transferring the bytes.
+    fn apply_learn(
+        &self,
+        t: &mut Tables<'_>,
+        id: &ObjectId,
+        (version, digest): (Version, Digest),
+        evicted_ms: Option<u64>,
+        c: &mut Counters,
+        fx: &mut Effects,
+    ) -> Result<Learned> {
+        let key = id.encode();
+        let ns_tomb = t.ns_tomb(&id.namespace_id().encode_prefix())?;
+        let cur = t.current(&key)?;
+        let incoming = Entry {
+            version,
+            payload: Payload::Present(digest),
+        };
+        if shadowed_by_namespace(version, ns_tomb)
+            || cur.entry.is_some_and(|e| !winner(&e, &incoming))
+        {
+            return Ok(Learned::Ignored);
+        }
+        c.max_hlc = c.max_hlc.max(version.hlc.0);
+        match cur.obj {
+            Some(mut meta) if meta.digest == digest => {
+                let old = meta.entry();
+                meta.version = version;
+                t.objects
+                    .insert(key.as_slice(), meta.encode().as_slice())
+                    .map_err(m("write object"))?;
+                t.set_entry(id, Some(&old), Some(&incoming))?;
+                return Ok(Learned::Bumped);
+            }
+            Some(meta) => {
+                // Referrers lose their target here: they become ghosts like evicted ones.
+                self.remove_cascade(t, meta, c, fx, Fate::Keep, Fate::Ghost)?;
+            }
+            None if cur.ghost => t.clear_ghost(&key, c)?,
+            None if cur.entry.is_some() => {
+                t.tombs
+                    .remove(key.as_slice())
+                    .map_err(m("write tombstone"))?;
+            }
+            None => {}
+        }
+        // A learned ghost keeps the peer's eviction time (never later than now), so that
+        // ghost GC drops it when the peer's copy goes too and the two cannot keep
+        // re-teaching each other a ghost forever.
+        let now = self.now_ms();
+        let at = evicted_ms.map_or(now, |ms| ms.min(now));
+        t.set_ghost(id, cur.entry.as_ref(), &incoming, at, c)?;
+        Ok(Learned::Ghost)
     }
 
     fn gc_tombstones(&self, t: &mut Tables<'_>, horizon: Hlc) -> Result<u64> {

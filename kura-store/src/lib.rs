@@ -8,7 +8,10 @@
 //! group commit that shares fsyncs between concurrent writers. Reads verify checksums as
 //! they stream. Capacity is enforced with LRU eviction that respects references, and the
 //! replication hooks (LWW merge, change feed, digest summaries, tombstone GC) are what
-//! `kura-mesh` builds on. The design is described in `docs/store.md`.
+//! `kura-mesh` builds on. Digest summaries record knowledge, not possession: an evicted
+//! object stays in them as a *ghost* (a miss for reads, an entry for the merge), so repair
+//! does not fetch it back ([`Store::learn`], [`Store::gc_ghosts`],
+//! [`Store::verify_summary`]). The design is described in `docs/store.md`.
 //!
 //! ```
 //! use kura_store::{body_from_bytes, Config, MemBackend, ObjectId, PutRequest, Store};
@@ -51,6 +54,7 @@ pub use backend::{
     Backend, BlobReader, BlobWriter, FaultKind, FaultPoint, Faults, FaultyBackend, FsBackend,
     MemBackend, MetadataStorage,
 };
+pub use commit::Learned;
 pub use error::{Error, Result};
 pub use hlc::{Clock, Hlc, ManualClock, SystemClock, Version};
 pub use meta::{Change, ObjectMeta, ReplicatedRecord};

@@ -137,6 +137,39 @@ pub(crate) fn decode_entry(buf: &[u8]) -> Result<Entry, Error> {
     Ok(Entry { version, payload })
 }
 
+/// Encodes a summary-bucket value: the entry and, for a *ghost* (a present entry whose
+/// object is not held), when it was evicted (tag 2, ms since the Unix epoch).
+pub(crate) fn encode_bucket(e: &Entry, ghost: Option<u64>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.version(&e.version);
+    match (e.payload, ghost) {
+        (Payload::Deleted, _) => w.u8(0),
+        (Payload::Present(d), None) => w.u8(1).digest(&d),
+        (Payload::Present(d), Some(ms)) => w.u8(2).digest(&d).u64(ms),
+    };
+    w.0
+}
+
+/// Decodes a summary-bucket value: the entry and, for a ghost, its eviction time. Values
+/// written before ghosts existed decode as held.
+pub(crate) fn decode_bucket(buf: &[u8]) -> Result<(Entry, Option<u64>), Error> {
+    let mut r = Reader::new(buf, "bucket entry");
+    let version = r.version()?;
+    let (payload, ghost) = match r.u8()? {
+        0 => (Payload::Deleted, None),
+        1 => (Payload::Present(r.digest()?), None),
+        2 => (Payload::Present(r.digest()?), Some(r.u64()?)),
+        _ => {
+            return Err(Error::Corrupt {
+                object: None,
+                reason: "unknown bucket entry kind".into(),
+            });
+        }
+    };
+    r.finish()?;
+    Ok((Entry { version, payload }, ghost))
+}
+
 /// A record exchanged between replicas (what the change feed yields and
 /// [`crate::Store::apply_replicated`] accepts).
 #[derive(Clone, Debug, PartialEq, Eq)]

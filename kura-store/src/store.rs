@@ -17,12 +17,13 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BlobReader, BlobWriter, MetadataStorage};
 use crate::commit::{
-    BUCKETS, CHANGES, Cmd, Committer, Counters, INLINE, NS_TOMBS, OBJECTS, OWNERS, Op, Outcome,
-    PendingPut, STATE, SUMMARY, Staged, bucket_prefix, prefix_end, summary_key,
+    BUCKETS, CHANGES, Cmd, Committer, Counters, GHOSTS, INLINE, Learned, NS_TOMBS, OBJECTS, OWNERS,
+    Op, Outcome, PendingPut, STATE, SUMMARY, Staged, bucket_key, bucket_prefix, prefix_end,
+    summary_key,
 };
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, Hlc, HlcClock, SystemClock, Version};
-use crate::meta::{BlobLoc, Change, ObjectMeta, ReplicatedRecord, decode_entry};
+use crate::meta::{BlobLoc, Change, ObjectMeta, ReplicatedRecord, decode_bucket, decode_entry};
 use crate::summary::{BucketEntry, FANOUT, NodeHash};
 use crate::types::{Digest, Key, NamespaceId, NodeId, ObjectId, ObjectRef};
 
@@ -199,8 +200,10 @@ pub enum Applied {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Objects stored.
+    /// Objects stored (ghosts not included).
     pub objects: u64,
+    /// Ghosts: evicted objects whose summary entry is kept (see `docs/store.md`, "Ghosts").
+    pub ghosts: u64,
     /// Bytes of object content stored.
     pub bytes: u64,
     /// Bytes reserved by writes in flight.
@@ -275,6 +278,7 @@ pub(crate) struct Shared {
     pub(crate) capacity: Option<u64>,
     pub(crate) space: Mutex<Space>,
     pub(crate) objects: AtomicU64,
+    pub(crate) ghosts: AtomicU64,
     pub(crate) seq: AtomicU64,
     pub(crate) stats: StatCounters,
     pub(crate) access: Mutex<HashMap<Vec<u8>, u64>>,
@@ -361,6 +365,7 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
             crate::commit::REFS,
             SUMMARY,
             BUCKETS,
+            GHOSTS,
         ] {
             txn.open_table(def).map_err(mm("open table"))?;
         }
@@ -431,6 +436,7 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
             reserved: 0,
         }),
         objects: AtomicU64::new(counters.objects),
+        ghosts: AtomicU64::new(counters.ghosts),
         seq: AtomicU64::new(counters.seq),
         stats: StatCounters::default(),
         access: Mutex::default(),
@@ -445,6 +451,7 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         shared.hlc.raise_floor(Hlc(c.max_hlc));
         shared.space.lock().unwrap_or_else(|e| e.into_inner()).used = c.bytes;
         shared.objects.store(c.objects, Ordering::Relaxed);
+        shared.ghosts.store(c.ghosts, Ordering::Relaxed);
         shared.seq.store(c.seq, Ordering::Relaxed);
     }
     shared
@@ -977,6 +984,48 @@ impl Store {
         }
     }
 
+    /// Drops ghosts recorded (evicted) before `evicted_before_ms` (ms since the Unix epoch):
+    /// their summary entries go, so a peer that still holds the object looks ahead again
+    /// and repair fetches it once more. This bounds the ghosts' cost (one bucket row and
+    /// one ghost row per evicted key). Returns how many were dropped.
+    pub async fn gc_ghosts(&self, evicted_before_ms: u64) -> Result<u64> {
+        match self.submit(Op::GcGhosts { evicted_before_ms }).await? {
+            Outcome::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
+    /// Records that a peer has `digest` for `id` at `version` without transferring the
+    /// bytes, under the merge rule (ignored unless `version` wins over the local entry and
+    /// no namespace tombstone shadows it). If the local copy has the same digest its
+    /// version is raised and the bytes kept ([`Learned::Bumped`]); otherwise the older local
+    /// copy (and, by the reference rule, objects referencing it) is dropped and the key
+    /// becomes a ghost at `version` ([`Learned::Ghost`]) recorded as evicted at
+    /// `evicted_ms` (the peer's [`BucketEntry::evicted_ms`] when it only has a ghost, capped
+    /// at now; `None`: now). Either way this replica's summary entry for `id` then equals
+    /// the peer's. Timestamps beyond the drift bound are refused with [`Error::ClockSkew`].
+    pub async fn learn(
+        &self,
+        id: &ObjectId,
+        version: Version,
+        digest: Digest,
+        evicted_ms: Option<u64>,
+    ) -> Result<Learned> {
+        self.shared().hlc.observe(version.hlc)?;
+        match self
+            .submit(Op::Learn {
+                id: id.clone(),
+                version,
+                digest,
+                evicted_ms,
+            })
+            .await?
+        {
+            Outcome::Learned(l) => Ok(l),
+            _ => Ok(Learned::Ignored),
+        }
+    }
+
     /// Drops change-feed entries up to and including `upto`.
     pub async fn trim_changes(&self, upto: u64) -> Result<u64> {
         match self.submit(Op::TrimChanges { upto }).await? {
@@ -1018,17 +1067,11 @@ impl Store {
                 _ => crate::merge::Payload::Deleted,
             },
         };
-        let existing = match self.head(id)? {
-            Some(m) => Some(m.entry()),
-            None => {
-                let tombs = rtx
-                    .open_table(crate::commit::TOMBS)
-                    .map_err(mm("open table"))?;
-                match tombs.get(id.encode().as_slice()).map_err(mm("read"))? {
-                    Some(g) => Some(decode_entry(g.value())?),
-                    None => None,
-                }
-            }
+        // The bucket entry is the key's state: held object, key tombstone or ghost.
+        let buckets = rtx.open_table(BUCKETS).map_err(mm("open table"))?;
+        let existing = match buckets.get(bucket_key(id).as_slice()).map_err(mm("read"))? {
+            Some(g) => Some(decode_bucket(g.value())?.0),
+            None => None,
         };
         Ok(existing.is_none_or(|e| crate::merge::winner(&e, &incoming)))
     }
@@ -1383,14 +1426,137 @@ impl Store {
             let (k, v) = r.map_err(mm("range"))?;
             let key_bytes = k.value().get(prefix.len()..).unwrap_or_default();
             let key = Key::new(String::from_utf8_lossy(key_bytes).into_owned())?;
-            let e = decode_entry(v.value())?;
+            let (e, ghost) = decode_bucket(v.value())?;
             out.push(BucketEntry {
                 key,
                 version: e.version,
                 payload: e.payload,
+                held: ghost.is_none(),
+                evicted_ms: ghost.unwrap_or(0),
             });
         }
         Ok(out)
+    }
+
+    /// Checks the summary invariants (for tests and debugging; O(entries)): every bucket
+    /// entry is exactly one of a held object (same version and digest), a key tombstone or a
+    /// ghost, and each of those has its bucket entry; every summary node equals the XOR of the
+    /// hashes of the entries below it; the object, byte and ghost counters match the tables.
+    /// The first violation is returned as [`Error::Corrupt`].
+    pub fn verify_summary(&self) -> Result<()> {
+        use crate::merge::Entry;
+        use crate::summary::{DEPTH, ancestor, entry_hash, leaf_of, xor_into};
+        use std::collections::BTreeMap;
+        let bad = |reason: String| Error::Corrupt {
+            object: None,
+            reason,
+        };
+        let rtx = self.read_txn()?;
+        let mut expect: BTreeMap<Vec<u8>, (ObjectId, Entry, Option<u64>)> = BTreeMap::new();
+        let (mut objects, mut bytes, mut ghosts) = (0u64, 0u64, 0u64);
+        let mut add = |id: ObjectId, e: Entry, ghost: Option<u64>, what: &str| -> Result<()> {
+            if expect
+                .insert(bucket_key(&id), (id.clone(), e, ghost))
+                .is_some()
+            {
+                return Err(bad(format!(
+                    "{id} is more than one of object/tombstone/ghost ({what})"
+                )));
+            }
+            Ok(())
+        };
+        for r in rtx
+            .open_table(OBJECTS)
+            .map_err(mm("open table"))?
+            .iter()
+            .map_err(mm("read"))?
+        {
+            let (k, v) = r.map_err(mm("read"))?;
+            let meta = ObjectMeta::decode(ObjectId::decode(k.value())?, v.value())?;
+            objects += 1;
+            bytes += meta.len;
+            add(meta.id.clone(), meta.entry(), None, "object")?;
+        }
+        for r in rtx
+            .open_table(crate::commit::TOMBS)
+            .map_err(mm("open table"))?
+            .iter()
+            .map_err(mm("read"))?
+        {
+            let (k, v) = r.map_err(mm("read"))?;
+            add(
+                ObjectId::decode(k.value())?,
+                decode_entry(v.value())?,
+                None,
+                "tombstone",
+            )?;
+        }
+        for r in rtx
+            .open_table(GHOSTS)
+            .map_err(mm("open table"))?
+            .iter()
+            .map_err(mm("read"))?
+        {
+            let (k, v) = r.map_err(mm("read"))?;
+            ghosts += 1;
+            let (e, ms) = crate::commit::decode_ghost(v.value())?;
+            add(ObjectId::decode(k.value())?, e, Some(ms), "ghost")?;
+        }
+        let mut nodes: BTreeMap<Vec<u8>, NodeHash> = BTreeMap::new();
+        let buckets = rtx.open_table(BUCKETS).map_err(mm("open table"))?;
+        let mut n_buckets = 0usize;
+        for r in buckets.iter().map_err(mm("read"))? {
+            let (k, v) = r.map_err(mm("read"))?;
+            n_buckets += 1;
+            let Some((id, e, ghost)) = expect.get(k.value()) else {
+                return Err(bad(
+                    "a bucket entry has no object, tombstone or ghost".into()
+                ));
+            };
+            if decode_bucket(v.value())? != (*e, *ghost) {
+                return Err(bad(format!("bucket entry of {id} differs from its record")));
+            }
+            let h = entry_hash(&id.key, e);
+            let ns = id.namespace_id().encode_prefix();
+            for level in 0..=DEPTH {
+                let nk = summary_key(&ns, level, ancestor(leaf_of(&id.key), level));
+                xor_into(nodes.entry(nk).or_insert([0; 32]), &h);
+            }
+        }
+        if n_buckets != expect.len() {
+            return Err(bad(format!(
+                "{} objects/tombstones/ghosts but {n_buckets} bucket entries",
+                expect.len()
+            )));
+        }
+        nodes.retain(|_, h| *h != [0; 32]);
+        let mut stored: BTreeMap<Vec<u8>, NodeHash> = BTreeMap::new();
+        for r in rtx
+            .open_table(SUMMARY)
+            .map_err(mm("open table"))?
+            .iter()
+            .map_err(mm("read"))?
+        {
+            let (k, v) = r.map_err(mm("read"))?;
+            let mut h = [0u8; 32];
+            if v.value().len() == 32 {
+                h.copy_from_slice(v.value());
+            }
+            stored.insert(k.value().to_vec(), h);
+        }
+        if stored != nodes {
+            return Err(bad(
+                "summary nodes differ from the XOR of their entries".into()
+            ));
+        }
+        let st = self.stats();
+        if (st.objects, st.bytes, st.ghosts) != (objects, bytes, ghosts) {
+            return Err(bad(format!(
+                "counters (objects {}, bytes {}, ghosts {}) differ from the tables ({objects}, {bytes}, {ghosts})",
+                st.objects, st.bytes, st.ghosts
+            )));
+        }
+        Ok(())
     }
 
     /// Keys of `ns` whose state differs between this store and `other`, found by descending
@@ -1439,6 +1605,7 @@ impl Store {
         }
         Stats {
             objects: s.objects.load(Ordering::Relaxed),
+            ghosts: s.ghosts.load(Ordering::Relaxed),
             bytes: used,
             reserved_bytes: reserved,
             capacity_bytes: s.capacity,

@@ -36,6 +36,24 @@ pub struct BucketEntry {
     pub version: Version,
     /// Whether it is present (with digest) or a tombstone.
     pub payload: Payload,
+    /// Whether this replica holds the object's bytes. `false` for a *ghost*: an evicted
+    /// object whose entry stays so the summary records knowledge, not possession. Not part
+    /// of the entry's hash (a ghost and the held copy agree), nor of [`diff_bucket_entries`].
+    /// Always `true` for tombstones.
+    pub held: bool,
+    /// For a ghost: when it was evicted (or learned), ms since the Unix epoch; `0` when held.
+    /// Ghost GC goes by this time (see [`crate::Store::gc_ghosts`]).
+    pub evicted_ms: u64,
+}
+
+impl BucketEntry {
+    /// The merge entry (version and payload).
+    pub fn entry(&self) -> Entry {
+        Entry {
+            version: self.version,
+            payload: self.payload,
+        }
+    }
 }
 
 /// The leaf bucket of a key.
@@ -81,7 +99,8 @@ pub fn differing_children(a: &[NodeHash], b: &[NodeHash]) -> Vec<u32> {
 }
 
 /// Keys whose entries differ between two copies of the same leaf bucket (present on one side
-/// only, or with different versions/payloads). Sorted by key.
+/// only, or with different versions/payloads; whether an entry is held does not count).
+/// Sorted by key.
 pub fn diff_bucket_entries(a: &[BucketEntry], b: &[BucketEntry]) -> Vec<Key> {
     use std::collections::BTreeMap;
     let mut m: BTreeMap<&Key, (Option<&BucketEntry>, Option<&BucketEntry>)> = BTreeMap::new();
@@ -92,7 +111,7 @@ pub fn diff_bucket_entries(a: &[BucketEntry], b: &[BucketEntry]) -> Vec<Key> {
         m.entry(&e.key).or_default().1 = Some(e);
     }
     m.into_iter()
-        .filter(|(_, (x, y))| x != y)
+        .filter(|(_, (x, y))| x.map(BucketEntry::entry) != y.map(BucketEntry::entry))
         .map(|(k, _)| k.clone())
         .collect()
 }

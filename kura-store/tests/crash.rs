@@ -6,7 +6,11 @@
 //! after a seeded-random number of acknowledgements, reopens the store and checks that every
 //! acknowledged object reads back byte-exact (checksum verified), that acknowledged deletes
 //! stayed deleted, that every visible object of the cycle is complete, that no temporary
-//! file survives recovery, and that the store accepts new writes. 20 cycles by default
+//! file survives recovery, and that the store accepts new writes. After each cycle the parent
+//! evicts half of the store, turning objects into ghosts; the next child overwrites and
+//! deletes some of those ghosts (previous cycle's keys) in redo-logged batches, so recovery
+//! replays writes over ghosts, and the digest summary must still equal the XOR of its
+//! entries (`Store::verify_summary`). 20 cycles by default
 //! (`KURA_CRASH_CYCLES`, `KURA_CRASH_SEED` override for reproduction).
 #![allow(
     clippy::unwrap_used,
@@ -85,6 +89,15 @@ fn child(dir: &str, cycle: u64) {
                         .await
                         .unwrap();
                     say(&format!("ACK {key}\n"));
+                    // Writes over the previous cycle's keys (half of them ghosts).
+                    if cycle > 0 && i % 5 == 0 {
+                        let old = id(cycle - 1, &key);
+                        if i % 10 == 0 {
+                            store.delete(&old).await.unwrap();
+                        } else {
+                            store.put_bytes(old, content(&key)).await.unwrap();
+                        }
+                    }
                     if i % 7 == 6 {
                         let victim = format!("w{w}-{}", i - 3);
                         say(&format!("BEGIN-DEL {victim}\n"));
@@ -202,6 +215,7 @@ fn run_cycle(dir: &Path, cycle: u64, kill_after: u64, rt: &tokio::runtime::Runti
             .await
             .unwrap();
         let replayed = store.stats().recovered_batches;
+        store.verify_summary().unwrap();
         assert_eq!(
             std::fs::read_dir(dir.join("tmp")).unwrap().count(),
             0,
@@ -256,6 +270,10 @@ fn run_cycle(dir: &Path, cycle: u64, kill_after: u64, rt: &tokio::runtime::Runti
             .await
             .unwrap();
         assert_eq!(back.as_ref(), vec![9u8; 100_000].as_slice());
+        // Ghosts for the next cycle to write over.
+        store.evict_to(store.stats().bytes / 2).await.unwrap();
+        assert!(store.stats().ghosts > 0);
+        store.verify_summary().unwrap();
         store.close().await.unwrap();
         replayed
     });

@@ -1,5 +1,7 @@
 //! Model-based test: random sequences of put / get / delete / delete-namespace /
-//! apply-replicated / evict / reopen against a `BTreeMap` model.
+//! apply-replicated / learn / evict / ghost GC / reopen against a `BTreeMap` model. Evicted
+//! objects stay in the model as ghosts (known, not held); after every step the store's
+//! digest summary must equal the XOR of its entries (`Store::verify_summary`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -10,8 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use kura_store::{
-    Applied, Config, Digest, Hlc, ManualClock, MemBackend, NodeId, ObjectId, ReplicatedRecord,
-    Store, Version, body_from_bytes,
+    Applied, Config, Digest, Hlc, Learned, ManualClock, MemBackend, NodeId, ObjectId,
+    ReplicatedRecord, Store, Version, body_from_bytes,
 };
 use proptest::prelude::*;
 
@@ -41,7 +43,16 @@ enum Op {
         node: u64,
         value: Option<u8>,
     },
+    Learn {
+        ns: u8,
+        key: u8,
+        offset_ms: u64,
+        node: u64,
+        value: u8,
+    },
     Evict,
+    EvictHalf,
+    GcGhosts,
     Advance {
         ms: u64,
     },
@@ -57,7 +68,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..2).prop_map(|ns| Op::DeleteNamespace { ns }),
         4 => (0u8..2, 0u8..4, 0u64..4000, 2u64..4, proptest::option::of(any::<u8>()))
             .prop_map(|(ns, key, offset_ms, node, value)| Op::Replicate { ns, key, offset_ms, node, value }),
+        2 => (0u8..2, 0u8..4, 0u64..4000, 2u64..4, any::<u8>())
+            .prop_map(|(ns, key, offset_ms, node, value)| Op::Learn { ns, key, offset_ms, node, value }),
         1 => Just(Op::Evict),
+        1 => Just(Op::EvictHalf),
+        1 => Just(Op::GcGhosts),
         1 => (1u64..3000).prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Reopen),
     ]
@@ -68,6 +83,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Cell {
     version: Version,
     value: Option<Vec<u8>>,
+    /// `false` for a ghost (known, not held; `value` still gives its digest).
+    held: bool,
 }
 
 impl Cell {
@@ -138,14 +155,19 @@ async fn run(ops: Vec<Op>) {
                         key,
                         Cell {
                             version: meta.version,
-                            value: Some(data)
+                            value: Some(data),
+                            held: true,
                         }
                     ),
                     "local write lost"
                 );
             }
             Op::Get { ns, key } => {
-                let expect = model.cells.get(&(ns, key)).and_then(|c| c.value.clone());
+                let expect = model
+                    .cells
+                    .get(&(ns, key))
+                    .filter(|c| c.held)
+                    .and_then(|c| c.value.clone());
                 assert_eq!(read(&store, &id(ns, key)).await, expect);
             }
             Op::Delete { ns, key } => {
@@ -153,7 +175,7 @@ async fn run(ops: Vec<Op>) {
                 let was = model
                     .cells
                     .get(&(ns, key))
-                    .is_some_and(|c| c.value.is_some());
+                    .is_some_and(|c| c.value.is_some() && c.held);
                 assert_eq!(existed, was);
                 let v = last_version(&store).await;
                 assert!(model.apply(
@@ -161,7 +183,8 @@ async fn run(ops: Vec<Op>) {
                     key,
                     Cell {
                         version: v,
-                        value: None
+                        value: None,
+                        held: true,
                     }
                 ));
             }
@@ -212,6 +235,7 @@ async fn run(ops: Vec<Op>) {
                     Cell {
                         version,
                         value: data,
+                        held: true,
                     },
                 );
                 assert_eq!(
@@ -220,9 +244,66 @@ async fn run(ops: Vec<Op>) {
                     "LWW disagreement at {version:?}"
                 );
             }
+            Op::Learn {
+                ns,
+                key,
+                offset_ms,
+                node,
+                value,
+            } => {
+                let version = Version::new(
+                    Hlc::new(clock_now(&clock) - 2000 + offset_ms, 0),
+                    NodeId(node),
+                );
+                let data = pattern(u64::from(value), usize::from(value) * 3);
+                let got = store
+                    .learn(&id(ns, key), version, Digest::of(&data), None)
+                    .await
+                    .unwrap();
+                let old = model.cells.get(&(ns, key)).cloned();
+                let want = model.apply(
+                    ns,
+                    key,
+                    Cell {
+                        version,
+                        value: Some(data.clone()),
+                        held: false,
+                    },
+                );
+                let bumped = want
+                    && old.is_some_and(|o| o.held && o.value.as_deref() == Some(data.as_slice()));
+                if bumped {
+                    model.cells.get_mut(&(ns, key)).unwrap().held = true;
+                }
+                let expect = match (want, bumped) {
+                    (false, _) => Learned::Ignored,
+                    (true, true) => Learned::Bumped,
+                    (true, false) => Learned::Ghost,
+                };
+                assert_eq!(got, expect, "learn disagreement at {version:?}");
+            }
             Op::Evict => {
                 store.evict_to(0).await.unwrap();
-                model.cells.retain(|_, c| c.value.is_none());
+                for c in model.cells.values_mut() {
+                    if c.value.is_some() {
+                        c.held = false;
+                    }
+                }
+            }
+            Op::EvictHalf => {
+                // Which objects go depends on access order: take the store's word for it,
+                // then check that it only turned held objects into ghosts.
+                store.evict_to(store.stats().bytes / 2).await.unwrap();
+                for ((ns, key), c) in model.cells.iter_mut() {
+                    if c.value.is_some() && c.held && store.head(&id(*ns, *key)).unwrap().is_none()
+                    {
+                        c.held = false;
+                    }
+                }
+            }
+            Op::GcGhosts => {
+                store.gc_ghosts(u64::MAX).await.unwrap();
+                model.cells.retain(|_, c| c.held);
             }
             Op::Advance { ms } => clock.advance(ms),
             Op::Reopen => {
@@ -234,10 +315,17 @@ async fn run(ops: Vec<Op>) {
         let live: Vec<_> = model
             .cells
             .iter()
-            .filter(|(_, c)| c.value.is_some())
+            .filter(|(_, c)| c.value.is_some() && c.held)
             .collect();
+        let ghosts = model
+            .cells
+            .values()
+            .filter(|c| c.value.is_some() && !c.held)
+            .count();
         let s = store.stats();
         assert_eq!(s.objects, live.len() as u64, "object count");
+        assert_eq!(s.ghosts, ghosts as u64, "ghost count");
+        store.verify_summary().unwrap();
         assert_eq!(
             s.bytes,
             live.iter()
@@ -249,8 +337,26 @@ async fn run(ops: Vec<Op>) {
     for ((ns, key), c) in &model.cells {
         assert_eq!(
             read(&store, &id(*ns, *key)).await,
-            c.value.clone(),
+            c.value.clone().filter(|_| c.held),
             "final state of {ns}/{key}"
+        );
+    }
+    // The summary's entries are exactly the model's cells (held flag included).
+    for ((ns, key), c) in &model.cells {
+        let k = id(*ns, *key).key;
+        let leaf = kura_store::summary::leaf_of(&k);
+        let bucket = store
+            .summary_bucket(&id(*ns, 0).namespace_id(), leaf)
+            .unwrap();
+        let e = bucket
+            .iter()
+            .find(|e| e.key == k)
+            .expect("entry in summary");
+        assert_eq!(e.version, c.version, "version of {ns}/{key}");
+        assert_eq!(
+            e.held,
+            c.held || c.value.is_none(),
+            "held flag of {ns}/{key}"
         );
     }
     for ns in 0..2 {
