@@ -1456,8 +1456,12 @@ impl Committer {
                 match t.get_meta(key)? {
                     Some(meta) => {
                         let before = c.objects;
-                        let bytes =
-                            self.remove_cascade(t, meta, c, fx, Fate::Ghost, Fate::Ghost)?;
+                        let fate = if self.shared.cfg.ghosts {
+                            Fate::Ghost
+                        } else {
+                            Fate::Drop
+                        };
+                        let bytes = self.remove_cascade(t, meta, c, fx, fate, fate)?;
                         fx.evicted_objects += before - c.objects;
                         fx.evicted_bytes += bytes;
                         evicted += before - c.objects;

@@ -93,6 +93,10 @@ pub struct Config {
     pub fast_crash_recovery: bool,
     /// Bytes of metadata (and inline object) pages redb may cache in memory.
     pub metadata_cache_bytes: usize,
+    /// Evicted objects leave a *ghost* (their digest-summary entry stays, so a replica's
+    /// repair does not fetch them back; see [`Store::gc_ghosts`]). A store that is not
+    /// replicated can turn this off: evicted objects then leave nothing behind.
+    pub ghosts: bool,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             access_flush_interval: Duration::from_secs(5),
             fast_crash_recovery: true,
             metadata_cache_bytes: 64 << 20,
+            ghosts: true,
         }
     }
 }

@@ -92,6 +92,24 @@ async fn eviction_leaves_the_summary_root_unchanged() {
 }
 
 #[tokio::test]
+async fn without_ghosts_eviction_leaves_nothing_behind() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut cfg = config(&clock, 1);
+    cfg.ghosts = false;
+    let store = Store::open(MemBackend::default(), cfg).await.unwrap();
+    fill(&store, "cas", 10).await;
+    assert_eq!(store.evict_to(0).await.unwrap(), 10);
+    let st = store.stats();
+    assert_eq!((st.objects, st.ghosts), (0, 0));
+    assert_eq!(
+        root(&store, "cas"),
+        [0u8; 32],
+        "no entries left in the summary"
+    );
+    store.verify_summary().unwrap();
+}
+
+#[tokio::test]
 async fn partial_eviction_marks_only_the_evicted() {
     let (store, _, _) = store_at(1).await;
     fill(&store, "cas", 10).await;

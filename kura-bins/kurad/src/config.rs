@@ -502,6 +502,25 @@ mod tests {
     }
 
     #[test]
+    fn mesh_settings_are_validated_with_the_rest() {
+        let mut a = args();
+        // Mesh settings are checked once the mesh is asked for (a peer here).
+        a.mesh.peers = vec!["https://127.0.0.1:7443".into()];
+        a.mesh.ghost_ttl_secs = "a week".into();
+        a.mesh.outbox_max_messages = "0".into();
+        let envs: Vec<_> = a.validate().unwrap_err().iter().map(|e| e.env).collect();
+        assert!(envs.contains(&"KURA_GHOST_TTL_SECS"), "{envs:?}");
+        assert!(envs.contains(&"KURA_OUTBOX_MAX_MESSAGES"), "{envs:?}");
+        a.mesh.ghost_ttl_secs = "0".into();
+        a.mesh.outbox_max_messages = "10".into();
+        let envs: Vec<_> = a.validate().unwrap_err().iter().map(|e| e.env).collect();
+        assert!(
+            !envs.contains(&"KURA_GHOST_TTL_SECS"),
+            "0 keeps ghosts forever"
+        );
+    }
+
+    #[test]
     fn sizes_and_capacity_parse() {
         assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
         assert_eq!(parse_bytes("500M"), Ok(500_000_000));

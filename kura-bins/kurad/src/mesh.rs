@@ -76,6 +76,11 @@ pub struct MeshArgs {
     /// (only while every known peer has acknowledged them).
     #[arg(long, env = "KURA_TOMBSTONE_GC_HORIZON_SECS", default_value = "604800")]
     pub tombstone_gc_horizon_secs: String,
+    /// Seconds after its eviction that an evicted object's summary entry (its
+    /// "ghost", which keeps anti-entropy from fetching it back) is dropped;
+    /// `0` keeps ghosts forever.
+    #[arg(long, env = "KURA_GHOST_TTL_SECS", default_value = "604800")]
+    pub ghost_ttl_secs: String,
     /// Most pending outbox messages per peer before it is dropped to repair.
     #[arg(long, env = "KURA_OUTBOX_MAX_MESSAGES", default_value = "10000")]
     pub outbox_max_messages: String,
@@ -115,6 +120,8 @@ pub struct MeshSettings {
     pub outbox: kura_mesh::outbox::OutboxLimits,
     /// Tombstone GC horizon.
     pub tombstone_gc_horizon: Duration,
+    /// Ghost lifetime after eviction (`None`: forever).
+    pub ghost_ttl: Option<Duration>,
 }
 
 impl MeshArgs {
@@ -294,6 +301,21 @@ impl MeshArgs {
             "--tombstone-gc-horizon-secs",
             "KURA_TOMBSTONE_GC_HORIZON_SECS",
         );
+        let ghost_ttl = match self.ghost_ttl_secs.trim().parse::<u64>() {
+            Ok(0) => None,
+            Ok(n) => Some(Duration::from_secs(n)),
+            Err(_) => {
+                err(
+                    "--ghost-ttl-secs",
+                    "KURA_GHOST_TTL_SECS",
+                    format!(
+                        "{:?} is not a number of seconds (0 keeps ghosts forever)",
+                        self.ghost_ttl_secs
+                    ),
+                );
+                None
+            }
+        };
         let outbox_messages = match self.outbox_max_messages.trim().parse::<u64>() {
             Ok(n) if n > 0 => n,
             _ => {
@@ -325,6 +347,7 @@ impl MeshArgs {
             probe_interval,
             stall,
             tombstone_gc_horizon,
+            ghost_ttl,
             outbox: kura_mesh::outbox::OutboxLimits {
                 max_messages: outbox_messages,
                 max_bytes: outbox_bytes,
@@ -413,6 +436,7 @@ pub async fn start(
     cfg.client.stall_timeout = settings.stall;
     cfg.outbox = settings.outbox;
     cfg.tombstone_gc_horizon = settings.tombstone_gc_horizon;
+    cfg.ghost_ttl = settings.ghost_ttl;
     cfg.max_object_bytes = config.limits.object;
     let mesh = Mesh::new(store, cfg, tls.clone(), resolver).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind((ip, settings.internal_port))

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub store_objects: Gauge,
     /// `kura_store_bytes`.
     pub store_bytes: Gauge,
+    /// `kura_store_ghosts` (evicted objects whose summary entry is kept).
+    pub store_ghosts: Gauge,
     /// `kura_store_evictions_total` (mirrors the store's counter).
     pub store_evictions: Gauge,
     /// `kura_store_corrupt_objects_total` (mirrors the store's counter).
@@ -159,6 +161,12 @@ impl Metrics {
             "Bytes of object content in the store",
             store_bytes.clone(),
         );
+        let store_ghosts = Gauge::default();
+        registry.register(
+            "store_ghosts",
+            "Evicted objects whose digest-summary entry is kept so replication does not fetch them back",
+            store_ghosts.clone(),
+        );
         let store_evictions = Gauge::default();
         registry.register(
             "store_evictions_total",
@@ -202,6 +210,7 @@ impl Metrics {
             token_requests,
             store_objects,
             store_bytes,
+            store_ghosts,
             store_evictions,
             store_corrupt,
             rss,
@@ -215,6 +224,7 @@ impl Metrics {
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.store_objects.set(clamp(stats.objects));
         self.store_bytes.set(clamp(stats.bytes));
+        self.store_ghosts.set(clamp(stats.ghosts));
         self.store_evictions.set(clamp(stats.evictions));
         self.store_corrupt.set(clamp(stats.corrupt_objects));
         self.rss.set(clamp(resident_memory_bytes()));
