@@ -1,6 +1,7 @@
 //! Faults through an in-process TCP proxy: partition then heal (repair moves about
-//! the difference), a slow link (no total timeout strands a large object), and DNS
-//! discovery through an injectable resolver.
+//! the difference), a slow link (no total timeout strands a large object, up to a
+//! 1 GiB one), latency, half-open links (mid-transfer and idle), and DNS discovery
+//! through an injectable resolver.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::proxy::FaultProxy;
+use common::proxy::{Dir, FaultProxy};
 use common::*;
 use kura_mesh::{Mesh, PeerUrl, StaticResolver};
 use kura_store::ObjectId;
@@ -244,5 +245,270 @@ async fn dns_discovery_dials_every_address_and_detects_itself() {
     }
     for (_, _, h) in nodes {
         h.shutdown().await;
+    }
+}
+
+/// Two nodes, each reaching the other only through a proxy: A dials B through `pb`,
+/// B dials A through `pa`.
+struct Pair {
+    a: Node,
+    b: Node,
+    pa: FaultProxy,
+    pb: FaultProxy,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn pair(pki: &Pki, tweak: impl Fn(&mut kura_mesh::MeshConfig) + Copy) -> Pair {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (listener().await, listener().await);
+    let pa = FaultProxy::start(la.local_addr().unwrap()).await;
+    let pb = FaultProxy::start(lb.local_addr().unwrap()).await;
+    let a = start_node(
+        pki,
+        open_store(da.path(), 1).await,
+        da.path().into(),
+        la,
+        vec![url(pb.addr)],
+        tweak,
+    )
+    .await;
+    let b = start_node(
+        pki,
+        open_store(db.path(), 2).await,
+        db.path().into(),
+        lb,
+        vec![url(pa.addr)],
+        tweak,
+    )
+    .await;
+    Pair {
+        a,
+        b,
+        pa,
+        pb,
+        _dirs: (da, db),
+    }
+}
+
+fn peer(n: &Node) -> kura_mesh::PeerSnapshot {
+    n.mesh.snapshot().peers.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_and_repair_converge_over_a_high_latency_link() {
+    let pki = Pki::new(ACCOUNT);
+    let Pair {
+        a,
+        b,
+        pa,
+        pb,
+        _dirs,
+    } = pair(&pki, |c| {
+        c.outbox.max_messages = 5;
+        c.client.stall_timeout = Duration::from_secs(2);
+    })
+    .await;
+    // 75 ms each way on both links: a 150 ms round trip for every exchange.
+    for p in [&pa, &pb] {
+        p.set_latency(Dir::Up, 75);
+        p.set_latency(Dir::Down, 75);
+    }
+    eventually("ring of two over the slow links", DEADLINE, || async {
+        a.mesh.snapshot().ring_members == 2 && b.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    // Pushes both ways, small and 1 MiB (many round trips of flow control).
+    for i in 0..10 {
+        a.store
+            .put_bytes(id("cas", &format!("a{i}")), vec![i as u8; 4096])
+            .await
+            .unwrap();
+        b.store
+            .put_bytes(id("cas", &format!("b{i}")), vec![i as u8; 4096])
+            .await
+            .unwrap();
+    }
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    a.store
+        .put_bytes(id("cas", "big"), big.clone())
+        .await
+        .unwrap();
+    eventually("pushes converge", DEADLINE, || async {
+        a.store.stats().objects == 21 && b.store.stats().objects == 21
+    })
+    .await;
+    assert_eq!(read(&b.store, &id("cas", "big")).await.unwrap(), big);
+    // A partition that overflows the outboxes: the heal goes through repair, over
+    // the same slow links.
+    pa.cut();
+    pb.cut();
+    for i in 0..10 {
+        a.store
+            .put_bytes(id("cas", &format!("pa{i}")), vec![3u8; 8192])
+            .await
+            .unwrap();
+        b.store
+            .put_bytes(id("cas", &format!("pb{i}")), vec![4u8; 8192])
+            .await
+            .unwrap();
+    }
+    eventually("outboxes overflowed", DEADLINE, || async {
+        peer(&a).overflows > 0 && peer(&b).overflows > 0
+    })
+    .await;
+    let repairs = (peer(&a).repairs, peer(&b).repairs);
+    pa.heal();
+    pb.heal();
+    eventually("repaired over the slow links", DEADLINE, || async {
+        a.store.stats().objects == 41 && b.store.stats().objects == 41
+    })
+    .await;
+    eventually("repair passes completed", DEADLINE, || async {
+        peer(&a).repairs > repairs.0 && peer(&b).repairs > repairs.1
+    })
+    .await;
+    for n in [a, b] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_open_mid_transfer_is_abandoned_by_the_stall_watchdog_and_retried_after_heal() {
+    let pki = Pki::new(ACCOUNT);
+    let Pair {
+        a,
+        b,
+        pa: _pa,
+        pb,
+        _dirs,
+    } = pair(&pki, |c| {
+        c.client.stall_timeout = Duration::from_secs(2);
+        c.outbox.max_messages = 8;
+        // 4 MiB/s: the 16 MiB push is still running when the link goes dark.
+        c.bandwidth_bytes_per_sec = 4 << 20;
+    })
+    .await;
+    eventually("A sees B", DEADLINE, || async {
+        a.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    let big: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 249) as u8).collect();
+    let x = id("gradle", "big-half-open");
+    let before = pb.bytes();
+    a.store.put_bytes(x.clone(), big.clone()).await.unwrap();
+    eventually("the push is under way", DEADLINE, || async {
+        pb.bytes() > before + (2 << 20)
+    })
+    .await;
+    // The peer's host vanishes: nothing moves, nothing is closed.
+    pb.blackhole(&[Dir::Up, Dir::Down]);
+    let dark = Instant::now();
+    eventually("the stall watchdog abandons the push", DEADLINE, || async {
+        let p = peer(&a);
+        p.push_failures >= 1 && p.last_error.as_deref().is_some_and(|e| e.contains("stall"))
+    })
+    .await;
+    let abandoned_after = dark.elapsed();
+    // Writes keep coming while the peer is dark: its backlog stays bounded.
+    for i in 0..30 {
+        a.store
+            .put_bytes(id("cas", &format!("dark{i}")), vec![7u8; 1024])
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the peer is retried with back-off, then lost, and its backlog dropped",
+        DEADLINE,
+        || async {
+            let p = peer(&a);
+            p.push_failures >= 2 && !p.member && p.overflows >= 1
+        },
+    )
+    .await;
+    let p = peer(&a);
+    assert!(p.outbox_depth <= 8, "{p:?}");
+    assert!(
+        b.store.head(&x).unwrap().is_none(),
+        "arrived through a dark link?"
+    );
+    pb.heal();
+    eventually("the object arrives after the heal", DEADLINE, || async {
+        b.store.head(&x).unwrap().is_some()
+    })
+    .await;
+    assert_eq!(read(&b.store, &x).await.unwrap(), big);
+    eventually("the dark writes arrive too (repair)", DEADLINE, || async {
+        b.store.stats().objects == 31
+    })
+    .await;
+    eventually("A's peer is a healthy member again", DEADLINE, || async {
+        let p = peer(&a);
+        p.member && p.outbox_depth == 0
+    })
+    .await;
+    println!("half-open push abandoned {abandoned_after:?} after the link went dark");
+    for n in [a, b] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_open_idle_link_is_detected_by_probes_with_hysteresis_then_repaired() {
+    let pki = Pki::new(ACCOUNT);
+    let Pair {
+        a,
+        b,
+        pa,
+        pb,
+        _dirs,
+    } = pair(&pki, |c| {
+        c.client.stall_timeout = Duration::from_secs(1);
+        c.client.connect_timeout = Duration::from_secs(1);
+    })
+    .await;
+    eventually("ring of two", DEADLINE, || async {
+        a.mesh.snapshot().ring_members == 2 && b.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    a.store.put_bytes(id("cas", "before"), "x").await.unwrap();
+    eventually("replicated before the fault", DEADLINE, || async {
+        b.store.head(&id("cas", "before")).unwrap().is_some()
+    })
+    .await;
+    let repairs_before = peer(&a).repairs;
+    // Both links go dark while idle: probes hang on the open connections.
+    pa.blackhole(&[Dir::Up, Dir::Down]);
+    pb.blackhole(&[Dir::Up, Dir::Down]);
+    // Hysteresis: a failed probe alone does not remove the member.
+    let mut saw_failing_member = false;
+    eventually("A declares B lost", DEADLINE, || {
+        let p = peer(&a);
+        if p.member && (1..3).contains(&p.failures) {
+            saw_failing_member = true;
+        }
+        async move { !p.member && p.failures >= 3 }
+    })
+    .await;
+    assert!(
+        saw_failing_member,
+        "B was dropped before consecutive failures"
+    );
+    assert_eq!(a.mesh.snapshot().ring_members, 1);
+    // B writes while it is unreachable.
+    let y = id("cas", "written-while-dark");
+    b.store.put_bytes(y.clone(), "from B").await.unwrap();
+    pa.heal();
+    pb.heal();
+    eventually("B is a member again", DEADLINE, || async {
+        peer(&a).member && a.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    eventually("A repaired from B and has the write", DEADLINE, || async {
+        read(&a.store, &y).await.as_deref() == Some(b"from B".as_slice())
+            && peer(&a).repairs > repairs_before
+    })
+    .await;
+    for n in [a, b] {
+        n.stop().await;
     }
 }
