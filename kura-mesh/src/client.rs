@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,8 +21,8 @@ use crate::transfer::{
     PeerBody, Progress, empty, full, incoming_stream, object_body, read_limited, with_watchdog,
 };
 use crate::wire::{
-    self, BucketRequest, BucketResponse, ErrorBody, ListResponse, PushOutcome, RECORD_HEADER,
-    Status, SummaryRequest, SummaryResponse,
+    self, BucketRequest, BucketResponse, ErrorBody, ListResponse, PushOutcome, PushReply,
+    RECORD_HEADER, Status, SummaryRequest, SummaryResponse,
 };
 
 /// Client-side timeouts.
@@ -247,15 +248,40 @@ impl PeerClient {
             req.headers_mut()
                 .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
         }
+        // The receiver answers at once and sends heartbeats until the outcome: every
+        // frame of either direction is progress, so a long fsync on the receiver is
+        // not a stall, and a dead link still is.
         with_watchdog(&progress, self.options.stall_timeout, async {
             let resp = self.send(req).await?;
             if resp.status() != StatusCode::OK {
                 return Err(self.error_of(resp).await);
             }
-            let b = read_limited(resp.into_body(), 64 * 1024, self.options.stall_timeout)
-                .await
-                .map_err(|e| Error::io(format!("reading push outcome from {}", self.addr), e))?;
-            Ok(wire::parse_json::<PushOutcome>("push outcome", &b)?)
+            let mut body = resp.into_body();
+            let mut b = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|source| Error::Http {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+                progress.touch();
+                if let Ok(d) = frame.into_data() {
+                    if b.len() + d.len() > 64 * 1024 {
+                        return Err(Error::Wire(WireError::TooLarge {
+                            what: "push outcome",
+                            limit: 64 * 1024,
+                        }));
+                    }
+                    b.extend_from_slice(&d);
+                }
+            }
+            match wire::parse_push_reply(&b)? {
+                PushReply::Outcome(o) => Ok(o),
+                PushReply::Failure(f) => Err(Error::Status {
+                    addr: self.addr.clone(),
+                    status: f.status,
+                    message: f.message,
+                }),
+            }
         })
         .await
     }

@@ -512,3 +512,122 @@ async fn half_open_idle_link_is_detected_by_probes_with_hysteresis_then_repaired
         n.stop().await;
     }
 }
+
+/// 1 GiB, generated chunk by chunk (never held in memory): chunk `i` is a fixed
+/// pseudo-random MiB with `i` stamped into its first bytes, so reordering or loss
+/// changes the digest.
+const GIB: u64 = 1 << 30;
+const GEN_CHUNK: usize = 1 << 20;
+
+fn generated(
+    total: u64,
+) -> (
+    impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+    Arc<std::sync::Mutex<sha2::Sha256>>,
+) {
+    use futures_util::StreamExt as _;
+    use sha2::Digest as _;
+    let mut base = vec![0u8; GEN_CHUNK];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in &mut base {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let hasher = Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
+    let h = hasher.clone();
+    let chunks = total.div_ceil(GEN_CHUNK as u64);
+    let stream = futures_util::stream::iter(0..chunks).map(move |i| {
+        let n = (total - i * GEN_CHUNK as u64).min(GEN_CHUNK as u64) as usize;
+        let mut c = base[..n].to_vec();
+        c[..8.min(n)].copy_from_slice(&i.to_le_bytes()[..8.min(n)]);
+        h.lock().unwrap().update(&c);
+        Ok(bytes::Bytes::from(c))
+    });
+    (stream, hasher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_gib_object_crosses_a_slow_link_under_the_cap_without_being_abandoned() {
+    use sha2::Digest as _;
+    const CAP: u64 = 64 << 20;
+    let pki = Pki::new(ACCOUNT);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (listener().await, listener().await);
+    let pb = FaultProxy::start(lb.local_addr().unwrap()).await;
+    // The link itself is slow too (96 MiB/s per direction), above the mesh's cap.
+    pb.set_rate(96 << 20);
+    let a = start_node(
+        &pki,
+        open_store(da.path(), 1).await,
+        da.path().into(),
+        la,
+        vec![url(pb.addr)],
+        |c| {
+            // 1 GiB at 64 MiB/s takes ~16 s; the stall timeout is 2 s, so any total
+            // timeout of that order would abandon it.
+            c.client.stall_timeout = Duration::from_secs(2);
+            c.bandwidth_bytes_per_sec = CAP;
+        },
+    )
+    .await;
+    let b = start_node(
+        &pki,
+        open_store(db.path(), 2).await,
+        db.path().into(),
+        lb,
+        vec![],
+        |_| {},
+    )
+    .await;
+    eventually("A sees B", DEADLINE, || async {
+        a.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    let x = id("bazel", "one-gib");
+    let (body, hasher) = generated(GIB);
+    let stored_at = Instant::now();
+    let meta = a
+        .store
+        .put(kura_store::PutRequest::new(x.clone()).with_len(GIB), body)
+        .await
+        .unwrap();
+    let stored = stored_at.elapsed();
+    let expected: [u8; 32] = hasher.lock().unwrap().clone().finalize().into();
+    assert_eq!(meta.digest.0, expected);
+    let started = Instant::now();
+    eventually("1 GiB replicated", Duration::from_secs(300), || async {
+        b.store.head(&x).unwrap().is_some()
+    })
+    .await;
+    let took = started.elapsed();
+    // The reader side, by digest: stream B's copy through SHA-256.
+    let obj = b.store.get(&x).await.unwrap().unwrap();
+    assert_eq!(obj.meta().len, GIB);
+    assert_eq!(obj.meta().digest.0, expected);
+    let mut reader = obj.reader();
+    let mut h = sha2::Sha256::new();
+    let mut n = 0u64;
+    while let Some(c) = reader.next_chunk().await.unwrap() {
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    assert_eq!(n, GIB);
+    assert_eq!(<[u8; 32]>::from(h.finalize()), expected);
+    let s = a.mesh.snapshot();
+    let p = &s.peers[0];
+    assert_eq!(p.push_failures, 0, "the transfer was abandoned: {p:?}");
+    assert_eq!(p.pushed_bytes, GIB, "{p:?}");
+    println!(
+        "1 GiB: stored locally in {stored:?}, replicated under a {} MiB/s cap through a 96 MiB/s link in {took:?} ({:.1} MiB/s)",
+        CAP >> 20,
+        GIB as f64 / (1 << 20) as f64 / took.as_secs_f64()
+    );
+    // The cap held: 1 GiB cannot cross faster than the cap allows (minus a burst).
+    assert!(took.as_secs_f64() >= 0.9 * (GIB / CAP) as f64, "{took:?}");
+    for n in [a, b] {
+        n.stop().await;
+    }
+    drop((da, db));
+}
