@@ -220,9 +220,19 @@ async fn iptables_partition_between_namespaces_then_heal_converges() {
         )
         .await;
     }
-    put(&c, format!("{}/cache/contested", nodes[0].base), "from A").await;
+    put(
+        &c,
+        format!("{}/ccache/ab/contested", nodes[0].base),
+        "from A",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(5)).await; // distinct HLC milliseconds
-    put(&c, format!("{}/cache/contested", nodes[1].base), "from B").await;
+    put(
+        &c,
+        format!("{}/ccache/ab/contested", nodes[1].base),
+        "from B",
+    )
+    .await;
 
     // Heal.
     net.exec(0, &["iptables", "-D", "INPUT", "-s", b_ip, "-j", "DROP"]);
@@ -245,7 +255,7 @@ async fn iptables_partition_between_namespaces_then_heal_converges() {
                 .await;
             }
         }
-        let url = format!("{}/cache/contested", n.base);
+        let url = format!("{}/ccache/ab/contested", n.base);
         eventually("the later write wins everywhere", DEADLINE, || async {
             get(&c, url.clone()).await.as_deref() == Some(b"from B".as_slice())
         })
