@@ -513,6 +513,53 @@ async fn half_open_idle_link_is_detected_by_probes_with_hysteresis_then_repaired
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_call_abandons_its_dead_connection_and_redials() {
+    let pki = Pki::new(ACCOUNT);
+    let Pair {
+        a,
+        b,
+        pa: _pa,
+        pb,
+        _dirs,
+    } = pair(&pki, |c| {
+        c.client.stall_timeout = Duration::from_secs(2);
+    })
+    .await;
+    eventually("A sees B", DEADLINE, || async {
+        a.mesh.snapshot().ring_members == 2
+    })
+    .await;
+    a.store.put_bytes(id("cas", "x1"), "one").await.unwrap();
+    eventually("x1 replicated", DEADLINE, || async {
+        b.store.head(&id("cas", "x1")).unwrap().is_some()
+    })
+    .await;
+    // A's connection to B goes dark forever; a new connection would work.
+    let dialled = pb.accepted();
+    pb.blackhole_existing();
+    let x2 = id("cas", "x2");
+    a.store.put_bytes(x2.clone(), "two").await.unwrap();
+    let mut max_failures = 0;
+    eventually("x2 replicated over a new connection", DEADLINE, || {
+        let p = peer(&a);
+        max_failures = max_failures.max(p.failures);
+        let arrived = b.store.head(&x2).unwrap().is_some();
+        async move { arrived }
+    })
+    .await;
+    let p = peer(&a);
+    assert!(pb.accepted() > dialled, "no new connection was dialled");
+    // One stall, then a new connection: not one stall per retry until HTTP/2
+    // keep-alive (tens of seconds) notices the dead connection, and B never looked
+    // lost.
+    assert!(p.push_failures <= 2, "{p:?}");
+    assert!(max_failures < 3 && p.member, "{p:?}");
+    for n in [a, b] {
+        n.stop().await;
+    }
+}
+
 /// 1 GiB, generated chunk by chunk (never held in memory): chunk `i` is a fixed
 /// pseudo-random MiB with `i` stamped into its first bytes, so reordering or loss
 /// changes the digest.

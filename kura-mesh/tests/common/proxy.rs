@@ -37,12 +37,14 @@ struct State {
     /// Black-holed directions.
     blackhole: [AtomicBool; 2],
     conns: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Per-connection "dark forever" flags (see `FaultProxy::blackhole_existing`).
+    dark: std::sync::Mutex<Vec<Arc<AtomicBool>>>,
 }
 
 impl State {
-    /// Waits while `dir` is black-holed (polling: this is a test proxy).
-    async fn open(&self, dir: Dir) {
-        while self.blackhole[dir as usize].load(Ordering::SeqCst) {
+    /// Waits while `dir` or the connection is black-holed (polling: a test proxy).
+    async fn open(&self, dir: Dir, dark: &AtomicBool) {
+        while self.blackhole[dir as usize].load(Ordering::SeqCst) || dark.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -72,14 +74,16 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     st: Arc<State>,
     dir: Dir,
+    dark: Arc<AtomicBool>,
 ) {
     // Bounded: with the writer held back, the reader stops reading and TCP
     // backpressure reaches the sender, as on a real link.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Instant)>(512);
     let rst = st.clone();
+    let rdark = dark.clone();
     let reader = async move {
         loop {
-            rst.open(dir).await;
+            rst.open(dir, &rdark).await;
             let mut buf = vec![0u8; 64 * 1024];
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -102,7 +106,7 @@ async fn pump(
         let mut next = Instant::now();
         while let Some((buf, due)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            wst.open(dir).await;
+            wst.open(dir, &dark).await;
             if wst.cut.load(Ordering::SeqCst) {
                 break;
             }
@@ -151,8 +155,10 @@ impl FaultProxy {
                 let _ = outbound.set_nodelay(true);
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
-                let a = tokio::spawn(pump(ri, wo, st.clone(), Dir::Up));
-                let b = tokio::spawn(pump(ro, wi, st.clone(), Dir::Down));
+                let dark = Arc::new(AtomicBool::new(false));
+                st.dark.lock().unwrap().push(dark.clone());
+                let a = tokio::spawn(pump(ri, wo, st.clone(), Dir::Up, dark.clone()));
+                let b = tokio::spawn(pump(ro, wi, st.clone(), Dir::Down, dark));
                 let mut conns = st.conns.lock().unwrap();
                 conns.retain(|c| !c.is_finished());
                 conns.push(a.abort_handle());
@@ -188,6 +194,15 @@ impl FaultProxy {
     pub fn blackhole(&self, dirs: &[Dir]) {
         for d in dirs {
             self.state.blackhole[*d as usize].store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Every connection open now goes dark for good, both ways, without being
+    /// closed; new connections work (a flow whose NAT or conntrack state was lost,
+    /// a peer address now answered by a new host that silently drops it).
+    pub fn blackhole_existing(&self) {
+        for d in self.state.dark.lock().unwrap().iter() {
+            d.store(true, Ordering::SeqCst);
         }
     }
 
