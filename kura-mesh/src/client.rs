@@ -53,6 +53,7 @@ pub struct PeerClient {
     /// The cached connection and its generation (dial number, from 1).
     conn: tokio::sync::Mutex<Option<(u64, SendRequest<PeerBody>)>>,
     dials: AtomicU64,
+    announce: Option<http::HeaderValue>,
 }
 
 impl PeerClient {
@@ -64,7 +65,17 @@ impl PeerClient {
             options,
             conn: tokio::sync::Mutex::new(None),
             dials: AtomicU64::new(0),
+            announce: None,
         }
+    }
+
+    /// Sends `node_url` (our own peer URL) with every status probe, so the peer
+    /// learns about us and dials us back. An empty or invalid value is ignored.
+    pub fn with_announce(mut self, node_url: &str) -> Self {
+        self.announce = (!node_url.is_empty())
+            .then(|| http::HeaderValue::from_str(node_url).ok())
+            .flatten();
+        self
     }
 
     /// The dialled address.
@@ -257,7 +268,10 @@ impl PeerClient {
 
     /// `GET /_internal/status`.
     pub async fn status(&self) -> Result<Status> {
-        let req = self.request(Method::GET, "/_internal/status", empty())?;
+        let mut req = self.request(Method::GET, "/_internal/status", empty())?;
+        if let Some(v) = &self.announce {
+            req.headers_mut().insert(wire::NODE_URL_HEADER, v.clone());
+        }
         self.json("status", req).await
     }
 

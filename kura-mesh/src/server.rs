@@ -56,7 +56,12 @@ pub struct PeerService {
     /// Counters.
     pub counters: ServerCounters,
     repair_requests: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Peer addresses (`host:port`) announced by nodes that probed us, and when.
+    announced: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// At most this many announced peers are remembered.
+const MAX_ANNOUNCED: usize = 1024;
 
 type Resp = Response<PeerBody>;
 
@@ -126,6 +131,7 @@ impl PeerService {
             limiter,
             counters: ServerCounters::default(),
             repair_requests: Default::default(),
+            announced: Default::default(),
         }
     }
 
@@ -176,12 +182,47 @@ impl PeerService {
         .collect()
     }
 
+    /// Records the prober's announced peer URL, if any; always true.
+    fn announce(&self, req: &Request<Incoming>) -> bool {
+        let Some(url) = req
+            .headers()
+            .get(wire::NODE_URL_HEADER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return true;
+        };
+        match crate::mesh::PeerUrl::parse(url) {
+            Ok(u) => {
+                let mut m = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+                if m.len() >= MAX_ANNOUNCED && !m.contains_key(&u.addr()) {
+                    if let Some(oldest) = m.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+                    {
+                        m.remove(&oldest);
+                    }
+                }
+                m.insert(u.addr(), std::time::Instant::now());
+            }
+            Err(e) => tracing::debug!(url, error = %e, "ignoring an invalid announced peer URL"),
+        }
+        true
+    }
+
+    /// Peer addresses (`host:port`) announced by nodes that probed us within
+    /// `within` (older ones are forgotten).
+    pub fn announced_peers(&self, within: Duration) -> Vec<String> {
+        let mut m = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, t| t.elapsed() <= within);
+        m.keys().cloned().collect()
+    }
+
     /// Handles one request. Paths outside `/_internal/` are 404.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         match (method, path.as_str()) {
             (Method::GET, "/_internal/status") => match self.status() {
+                // Only a client with a leaf of our account gets here (mTLS).
+                Ok(s) if self.announce(&req) => json(StatusCode::OK, &s),
                 Ok(s) => json(StatusCode::OK, &s),
                 Err(e) => store_error(&e),
             },

@@ -28,6 +28,11 @@ use crate::error::WireError;
 
 /// Header carrying a [`ReplicatedRecord`] (base64url of its compact encoding).
 pub const RECORD_HEADER: &str = "kura-record";
+
+/// Request header of a status probe carrying the prober's own peer URL
+/// (`https://host:port`): a node that dials us over mTLS announces itself, and we
+/// dial it back (inbound peer learning).
+pub const NODE_URL_HEADER: &str = "kura-node-url";
 /// Largest accepted JSON request body (summary and bucket requests).
 pub const MAX_JSON_REQUEST: usize = 1 << 20;
 /// Largest accepted JSON response body on the client side.

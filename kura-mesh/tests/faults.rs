@@ -42,7 +42,10 @@ async fn partition_then_heal_repairs_about_the_difference() {
         da.path().into(),
         la,
         vec![url(pb.addr)],
-        tweak,
+        |c| {
+            tweak(c);
+            c.node_url = format!("https://{}", pa.addr);
+        },
     )
     .await;
     let b = start_node(
@@ -51,7 +54,10 @@ async fn partition_then_heal_repairs_about_the_difference() {
         db.path().into(),
         lb,
         vec![url(pa.addr)],
-        tweak,
+        |c| {
+            tweak(c);
+            c.node_url = format!("https://{}", pb.addr);
+        },
     )
     .await;
     // A shared base of 300 objects.
@@ -141,7 +147,9 @@ async fn large_object_crosses_a_slow_link_under_the_cap_without_a_total_timeout(
         db.path().into(),
         lb,
         vec![],
-        |_| {},
+        // B announces the address A reaches it by (the proxy), or A would learn a
+        // direct route around the slow link.
+        |c| c.node_url = format!("https://{}", pb.addr),
     )
     .await;
     eventually("A sees B", DEADLINE, || async {
@@ -263,13 +271,17 @@ async fn pair(pki: &Pki, tweak: impl Fn(&mut kura_mesh::MeshConfig) + Copy) -> P
     let (la, lb) = (listener().await, listener().await);
     let pa = FaultProxy::start(la.local_addr().unwrap()).await;
     let pb = FaultProxy::start(lb.local_addr().unwrap()).await;
+    // Each node announces the address the other reaches it by: its proxy.
     let a = start_node(
         pki,
         open_store(da.path(), 1).await,
         da.path().into(),
         la,
         vec![url(pb.addr)],
-        tweak,
+        |c| {
+            tweak(c);
+            c.node_url = format!("https://{}", pa.addr);
+        },
     )
     .await;
     let b = start_node(
@@ -278,7 +290,10 @@ async fn pair(pki: &Pki, tweak: impl Fn(&mut kura_mesh::MeshConfig) + Copy) -> P
         db.path().into(),
         lb,
         vec![url(pa.addr)],
-        tweak,
+        |c| {
+            tweak(c);
+            c.node_url = format!("https://{}", pb.addr);
+        },
     )
     .await;
     Pair {
@@ -625,7 +640,9 @@ async fn one_gib_object_crosses_a_slow_link_under_the_cap_without_being_abandone
         db.path().into(),
         lb,
         vec![],
-        |_| {},
+        // B announces the address A reaches it by (the proxy), or A would learn a
+        // direct route around the slow link.
+        |c| c.node_url = format!("https://{}", pb.addr),
     )
     .await;
     eventually("A sees B", DEADLINE, || async {
