@@ -3,9 +3,11 @@
 //! address is dialled), every call guarded by a stall watchdog.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,8 +22,8 @@ use crate::transfer::{
     PeerBody, Progress, empty, full, incoming_stream, object_body, read_limited, with_watchdog,
 };
 use crate::wire::{
-    self, BucketRequest, BucketResponse, ErrorBody, ListResponse, PushOutcome, RECORD_HEADER,
-    Status, SummaryRequest, SummaryResponse,
+    self, BucketRequest, BucketResponse, ErrorBody, ListResponse, PushOutcome, PushReply,
+    RECORD_HEADER, Status, SummaryRequest, SummaryResponse,
 };
 
 /// Client-side timeouts.
@@ -48,7 +50,10 @@ pub struct PeerClient {
     addr: String,
     tls: Arc<TlsState>,
     options: ClientOptions,
-    conn: tokio::sync::Mutex<Option<SendRequest<PeerBody>>>,
+    /// The cached connection and its generation (dial number, from 1).
+    conn: tokio::sync::Mutex<Option<(u64, SendRequest<PeerBody>)>>,
+    dials: AtomicU64,
+    announce: Option<http::HeaderValue>,
 }
 
 impl PeerClient {
@@ -59,7 +64,18 @@ impl PeerClient {
             tls,
             options,
             conn: tokio::sync::Mutex::new(None),
+            dials: AtomicU64::new(0),
+            announce: None,
         }
+    }
+
+    /// Sends `node_url` (our own peer URL) with every status probe, so the peer
+    /// learns about us and dials us back. An empty or invalid value is ignored.
+    pub fn with_announce(mut self, node_url: &str) -> Self {
+        self.announce = (!node_url.is_empty())
+            .then(|| http::HeaderValue::from_str(node_url).ok())
+            .flatten();
+        self
     }
 
     /// The dialled address.
@@ -70,7 +86,8 @@ impl PeerClient {
     /// Connects now (TCP, TLS, HTTP/2), replacing any cached connection.
     pub async fn connect(&self) -> Result<()> {
         let s = self.dial().await?;
-        *self.conn.lock().await = Some(s);
+        let generation = self.dials.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.conn.lock().await = Some((generation, s));
         Ok(())
     }
 
@@ -122,32 +139,69 @@ impl PeerClient {
         }
     }
 
-    async fn sender(&self) -> Result<SendRequest<PeerBody>> {
+    async fn sender(&self) -> Result<(u64, SendRequest<PeerBody>)> {
         let mut guard = self.conn.lock().await;
-        if let Some(s) = guard.as_ref() {
+        if let Some((generation, s)) = guard.as_ref() {
             if !s.is_closed() {
-                return Ok(s.clone());
+                return Ok((*generation, s.clone()));
             }
         }
         let s = self.dial().await?;
-        *guard = Some(s.clone());
-        Ok(s)
+        let generation = self.dials.fetch_add(1, Ordering::Relaxed) + 1;
+        *guard = Some((generation, s.clone()));
+        Ok((generation, s))
     }
 
-    async fn send(&self, req: Request<PeerBody>) -> Result<http::Response<Incoming>> {
-        let mut s = self.sender().await?;
+    /// Sends on the cached connection (dialling if needed), recording its
+    /// generation in `used` for [`Self::watched`].
+    async fn send(
+        &self,
+        req: Request<PeerBody>,
+        used: &AtomicU64,
+    ) -> Result<http::Response<Incoming>> {
+        let (generation, mut s) = self.sender().await?;
+        used.store(generation, Ordering::Relaxed);
         s.ready().await.map_err(|source| Error::Http {
             addr: self.addr.clone(),
             source,
         })?;
         let r = s.send_request(req).await;
         if r.is_err() {
-            *self.conn.lock().await = None;
+            self.forget(generation).await;
         }
         r.map_err(|source| Error::Http {
             addr: self.addr.clone(),
             source,
         })
+    }
+
+    /// Drops the cached connection if it is still generation `generation`.
+    async fn forget(&self, generation: u64) {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *guard = None;
+        }
+    }
+
+    /// Runs `fut` under the stall watchdog. A stalled call abandons the connection
+    /// it used: a black-holed connection (a peer whose host vanished, lost NAT or
+    /// conntrack state) never recovers, and reusing it would stall every later
+    /// call until HTTP/2 keep-alive gives up.
+    async fn watched<T>(
+        &self,
+        progress: &Progress,
+        used: &AtomicU64,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let r = with_watchdog(progress, self.options.stall_timeout, fut).await;
+        if matches!(r, Err(Error::Stalled(_))) {
+            let generation = used.load(Ordering::Relaxed);
+            if generation != 0 {
+                tracing::debug!(peer = %self.addr, "call stalled; dropping its connection");
+                self.forget(generation).await;
+            }
+        }
+        r
     }
 
     fn request(
@@ -194,8 +248,9 @@ impl PeerClient {
         req: Request<PeerBody>,
     ) -> Result<T> {
         let progress = Progress::default();
-        with_watchdog(&progress, self.options.stall_timeout, async {
-            let resp = self.send(req).await?;
+        let used = AtomicU64::new(0);
+        self.watched(&progress, &used, async {
+            let resp = self.send(req, &used).await?;
             if resp.status() != StatusCode::OK {
                 return Err(self.error_of(resp).await);
             }
@@ -213,7 +268,10 @@ impl PeerClient {
 
     /// `GET /_internal/status`.
     pub async fn status(&self) -> Result<Status> {
-        let req = self.request(Method::GET, "/_internal/status", empty())?;
+        let mut req = self.request(Method::GET, "/_internal/status", empty())?;
+        if let Some(v) = &self.announce {
+            req.headers_mut().insert(wire::NODE_URL_HEADER, v.clone());
+        }
         self.json("status", req).await
     }
 
@@ -247,15 +305,41 @@ impl PeerClient {
             req.headers_mut()
                 .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
         }
-        with_watchdog(&progress, self.options.stall_timeout, async {
-            let resp = self.send(req).await?;
+        // The receiver answers at once and sends heartbeats until the outcome: every
+        // frame of either direction is progress, so a long fsync on the receiver is
+        // not a stall, and a dead link still is.
+        let used = AtomicU64::new(0);
+        self.watched(&progress, &used, async {
+            let resp = self.send(req, &used).await?;
             if resp.status() != StatusCode::OK {
                 return Err(self.error_of(resp).await);
             }
-            let b = read_limited(resp.into_body(), 64 * 1024, self.options.stall_timeout)
-                .await
-                .map_err(|e| Error::io(format!("reading push outcome from {}", self.addr), e))?;
-            Ok(wire::parse_json::<PushOutcome>("push outcome", &b)?)
+            let mut body = resp.into_body();
+            let mut b = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|source| Error::Http {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+                progress.touch();
+                if let Ok(d) = frame.into_data() {
+                    if b.len() + d.len() > 64 * 1024 {
+                        return Err(Error::Wire(WireError::TooLarge {
+                            what: "push outcome",
+                            limit: 64 * 1024,
+                        }));
+                    }
+                    b.extend_from_slice(&d);
+                }
+            }
+            match wire::parse_push_reply(&b)? {
+                PushReply::Outcome(o) => Ok(o),
+                PushReply::Failure(f) => Err(Error::Status {
+                    addr: self.addr.clone(),
+                    status: f.status,
+                    message: f.message,
+                }),
+            }
         })
         .await
     }
@@ -268,8 +352,9 @@ impl PeerClient {
             empty(),
         )?;
         let progress = Progress::default();
-        with_watchdog(&progress, self.options.stall_timeout, async {
-            let resp = self.send(r).await?;
+        let used = AtomicU64::new(0);
+        self.watched(&progress, &used, async {
+            let resp = self.send(r, &used).await?;
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(self.error_of(resp).await);
             }
@@ -322,10 +407,10 @@ impl PeerClient {
             wire::encode_key(key)
         );
         let req = self.request(Method::GET, &q, empty())?;
-        let resp = with_watchdog(&progress, self.options.stall_timeout, async {
-            self.send(req).await
-        })
-        .await?;
+        let used = AtomicU64::new(0);
+        let resp = self
+            .watched(&progress, &used, async { self.send(req, &used).await })
+            .await?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),

@@ -140,7 +140,8 @@ pub struct MeshConfig {
     pub account: Account,
     /// Region label reported by status.
     pub region: String,
-    /// Our own peer URL, reported by status.
+    /// Our own peer URL (`https://host:port`), reported by status and announced to
+    /// the peers we probe, which dial us back (empty: not announced).
     pub node_url: String,
     /// Seed peers.
     pub seeds: Vec<PeerUrl>,
@@ -498,6 +499,12 @@ impl Mesh {
                 Err(e) => tracing::debug!(name = %d.host, error = %e, "discovery lookup failed"),
             }
         }
+        // Nodes that probed us over mTLS announcing their URL (a peer that knows us
+        // from its seeds becomes known to us). Forgotten once it stops announcing.
+        let window =
+            (self.inner.config.probe_interval * 4 * self.inner.config.lost_after_failures.max(1))
+                .max(Duration::from_secs(30));
+        addrs.extend(self.inner.service.announced_peers(window));
         addrs.sort();
         addrs.dedup();
         addrs
@@ -514,7 +521,8 @@ impl Mesh {
             .unwrap_or_else(|| self.inner.store.stats().last_seq);
         let peer = Arc::new(Peer {
             addr: addr.to_owned(),
-            client: PeerClient::new(addr, self.inner.tls.clone(), self.inner.config.client),
+            client: PeerClient::new(addr, self.inner.tls.clone(), self.inner.config.client)
+                .with_announce(&self.inner.config.node_url),
             limiter: Arc::new(TokenBucket::new(
                 self.inner.config.peer_bandwidth_bytes_per_sec,
             )),

@@ -19,8 +19,8 @@ use crate::tls::TlsState;
 use crate::transfer::{PeerBody, Progress, full, incoming_stream, object_body, read_limited};
 use crate::wire::{
     self, BucketRequest, BucketResponse, ErrorBody, ListResponse, ListedObject, NamespaceRoot,
-    NamespaceTombstone, PushOutcome, RECORD_HEADER, Status, SummaryRequest, SummaryResponse,
-    WireEntry,
+    NamespaceTombstone, PUSH_HEARTBEAT, PushFailure, PushOutcome, PushReply, RECORD_HEADER, Status,
+    SummaryRequest, SummaryResponse, WireEntry,
 };
 
 /// How long a peer may take to complete the TLS handshake.
@@ -56,7 +56,12 @@ pub struct PeerService {
     /// Counters.
     pub counters: ServerCounters,
     repair_requests: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Peer addresses (`host:port`) announced by nodes that probed us, and when.
+    announced: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// At most this many announced peers are remembered.
+const MAX_ANNOUNCED: usize = 1024;
 
 type Resp = Response<PeerBody>;
 
@@ -85,8 +90,12 @@ fn bad(e: WireError) -> Resp {
 }
 
 fn store_error(e: &kura_store::Error) -> Resp {
+    error(store_status(e), e.to_string())
+}
+
+fn store_status(e: &kura_store::Error) -> StatusCode {
     use kura_store::Error as E;
-    let status = match e {
+    match e {
         E::InvalidKey { .. } | E::InvalidDigest { .. } => StatusCode::BAD_REQUEST,
         E::LengthMismatch { .. } | E::DigestMismatch { .. } | E::Body { .. } => {
             StatusCode::BAD_REQUEST
@@ -96,8 +105,7 @@ fn store_error(e: &kura_store::Error) -> Resp {
         E::ClockSkew { .. } => StatusCode::CONFLICT,
         E::MissingReference { .. } => StatusCode::FAILED_DEPENDENCY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.to_string())
+    }
 }
 
 impl PeerService {
@@ -123,6 +131,7 @@ impl PeerService {
             limiter,
             counters: ServerCounters::default(),
             repair_requests: Default::default(),
+            announced: Default::default(),
         }
     }
 
@@ -173,12 +182,47 @@ impl PeerService {
         .collect()
     }
 
+    /// Records the prober's announced peer URL, if any; always true.
+    fn announce(&self, req: &Request<Incoming>) -> bool {
+        let Some(url) = req
+            .headers()
+            .get(wire::NODE_URL_HEADER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return true;
+        };
+        match crate::mesh::PeerUrl::parse(url) {
+            Ok(u) => {
+                let mut m = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+                if m.len() >= MAX_ANNOUNCED && !m.contains_key(&u.addr()) {
+                    if let Some(oldest) = m.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+                    {
+                        m.remove(&oldest);
+                    }
+                }
+                m.insert(u.addr(), std::time::Instant::now());
+            }
+            Err(e) => tracing::debug!(url, error = %e, "ignoring an invalid announced peer URL"),
+        }
+        true
+    }
+
+    /// Peer addresses (`host:port`) announced by nodes that probed us within
+    /// `within` (older ones are forgotten).
+    pub fn announced_peers(&self, within: Duration) -> Vec<String> {
+        let mut m = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, t| t.elapsed() <= within);
+        m.keys().cloned().collect()
+    }
+
     /// Handles one request. Paths outside `/_internal/` are 404.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         match (method, path.as_str()) {
             (Method::GET, "/_internal/status") => match self.status() {
+                // Only a client with a leaf of our account gets here (mTLS).
+                Ok(s) if self.announce(&req) => json(StatusCode::OK, &s),
                 Ok(s) => json(StatusCode::OK, &s),
                 Err(e) => store_error(&e),
             },
@@ -213,7 +257,7 @@ impl PeerService {
         ))
     }
 
-    async fn replicate(&self, req: Request<Incoming>) -> Resp {
+    async fn replicate(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let refuse = |r: Resp| {
             self.counters.pushes_refused.fetch_add(1, Ordering::Relaxed);
             r
@@ -258,37 +302,83 @@ impl PeerService {
             }
             Err(e) => return refuse(store_error(&e)),
         }
-        let body = match &record {
-            ReplicatedRecord::Put { .. } => {
-                let progress = Arc::new(Progress::default());
-                Some(incoming_stream(
-                    req.into_body(),
-                    self.stall,
-                    vec![self.limiter.clone()],
-                    progress,
-                ))
-            }
-            _ => None,
+        let ReplicatedRecord::Put { len, .. } = &record else {
+            return match self.store.apply_replicated(record, None).await {
+                Ok(applied) => json(StatusCode::OK, &self.applied(applied, 0)),
+                Err(e) => refuse(store_error(&e)),
+            };
         };
-        let len = match &record {
-            ReplicatedRecord::Put { len, .. } => *len,
-            _ => 0,
-        };
-        match self.store.apply_replicated(record, body).await {
-            Ok(applied) => {
-                let applied = applied == kura_store::Applied::Applied;
-                if applied {
-                    self.counters.pushes_applied.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .bytes_received
-                        .fetch_add(len, Ordering::Relaxed);
-                } else {
-                    self.counters.pushes_stale.fetch_add(1, Ordering::Relaxed);
+        let len = *len;
+        let body = incoming_stream(
+            req.into_body(),
+            self.stall,
+            vec![self.limiter.clone()],
+            Arc::new(Progress::default()),
+        );
+        // Answer 200 now and stream heartbeats while the body is received and made
+        // durable, then the outcome: the sender's stall watchdog must not mistake our
+        // fsync of a large object for a dead link (see `PushReply`).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        let beat = (self.stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let apply = this.store.apply_replicated(record, Some(body));
+            tokio::pin!(apply);
+            let mut tick = tokio::time::interval(beat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let result = loop {
+                tokio::select! {
+                    r = &mut apply => break r,
+                    _ = tick.tick() => {
+                        // Never block the store on a slow reader: a full channel
+                        // already holds heartbeats.
+                        let _ = tx.try_send(bytes::Bytes::from_static(PUSH_HEARTBEAT));
+                    }
                 }
-                json(StatusCode::OK, &PushOutcome { applied })
-            }
-            Err(e) => refuse(store_error(&e)),
+            };
+            let reply = match result {
+                Ok(applied) => PushReply::Outcome(this.applied(applied, len)),
+                Err(e) => {
+                    this.counters.pushes_refused.fetch_add(1, Ordering::Relaxed);
+                    PushReply::Failure(PushFailure {
+                        status: store_status(&e).as_u16(),
+                        message: e.to_string(),
+                    })
+                }
+            };
+            let _ = tx
+                .send(bytes::Bytes::from(
+                    serde_json::to_vec(&reply).unwrap_or_default(),
+                ))
+                .await;
+        });
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+                .map(|b| b.map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b))))
+        });
+        let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(
+            http_body_util::StreamBody::new(stream),
+        ));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    /// Counts an applied (or stale) push of `len` body bytes.
+    fn applied(&self, applied: kura_store::Applied, len: u64) -> PushOutcome {
+        let applied = applied == kura_store::Applied::Applied;
+        if applied {
+            self.counters.pushes_applied.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_received
+                .fetch_add(len, Ordering::Relaxed);
+        } else {
+            self.counters.pushes_stale.fetch_add(1, Ordering::Relaxed);
         }
+        PushOutcome { applied }
     }
 
     async fn summary(&self, req: Request<Incoming>) -> Resp {

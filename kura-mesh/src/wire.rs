@@ -28,6 +28,11 @@ use crate::error::WireError;
 
 /// Header carrying a [`ReplicatedRecord`] (base64url of its compact encoding).
 pub const RECORD_HEADER: &str = "kura-record";
+
+/// Request header of a status probe carrying the prober's own peer URL
+/// (`https://host:port`): a node that dials us over mTLS announces itself, and we
+/// dial it back (inbound peer learning).
+pub const NODE_URL_HEADER: &str = "kura-node-url";
 /// Largest accepted JSON request body (summary and bucket requests).
 pub const MAX_JSON_REQUEST: usize = 1 << 20;
 /// Largest accepted JSON response body on the client side.
@@ -208,6 +213,41 @@ pub struct Status {
 pub struct PushOutcome {
     /// Whether the receiver applied the record (false: it already had it or something newer).
     pub applied: bool,
+}
+
+/// A push refused after its response had started (see [`PushReply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushFailure {
+    /// The HTTP status the refusal would have had (400 for a body that does not
+    /// match its length or digest, 507 when the receiver is full, …).
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The last JSON document of a push response.
+///
+/// A push whose body the receiver reads is answered `200` at once; while the
+/// receiver streams the body to disk and makes it durable (an `fsync` of a multi-GB
+/// object can take seconds after the last byte arrived) it sends
+/// [`PUSH_HEARTBEAT`] bytes, so the sender's stall watchdog sees a live transfer.
+/// The outcome or the refusal follows the heartbeats. Pushes answered before the
+/// body is read (stale, refused) carry a plain [`PushOutcome`] or an error status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PushReply {
+    /// Applied or not.
+    Outcome(PushOutcome),
+    /// Refused.
+    Failure(PushFailure),
+}
+
+/// A heartbeat in a streamed push response (JSON whitespace).
+pub const PUSH_HEARTBEAT: &[u8] = b"\n";
+
+/// Parses a push response body: heartbeats, then one [`PushReply`].
+pub fn parse_push_reply(bytes: &[u8]) -> Result<PushReply, WireError> {
+    parse_json("push outcome", bytes.trim_ascii())
 }
 
 /// `POST /_internal/summary`: children of summary nodes.

@@ -275,11 +275,91 @@ async fn another_accounts_leaf_is_refused_at_the_handshake() {
 
     // 3. The right leaf works, and the server name checked is the Service name even
     //    though we dialled 127.0.0.1.
-    let client = PeerClient::new(addr, pki.tls("ok"), ClientOptions::default());
+    let client = PeerClient::new(addr.clone(), pki.tls("ok"), ClientOptions::default());
     let st = client.status().await.unwrap();
     assert_eq!(st.account, ACCOUNT);
     assert_eq!(st.node_id, 1);
+
+    // 4. A node of another account that has us as a seed announces itself with
+    //    every probe, but its handshakes fail: it never becomes a known peer.
+    let dm = tempfile::tempdir().unwrap();
+    let before = node.mesh.snapshot().handshake_failures;
+    let intruder = start_node(
+        &other,
+        open_store(dm.path(), 7).await,
+        dm.path().into(),
+        listener().await,
+        vec![kura_mesh::PeerUrl::parse(&format!("https://{addr}")).unwrap()],
+        |_| {},
+    )
+    .await;
+    eventually("the intruder's probes were refused", DEADLINE, || async {
+        node.mesh.snapshot().handshake_failures >= before + 3
+    })
+    .await;
+    let s = node.mesh.snapshot();
+    assert!(s.peers.is_empty() && s.ring_members == 1, "{s:?}");
+    intruder.stop().await;
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dials_us_over_mtls_becomes_a_known_peer() {
+    let pki = Pki::new(ACCOUNT);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let la = listener().await;
+    let ua = kura_mesh::PeerUrl::parse(&format!("https://{}", la.local_addr().unwrap())).unwrap();
+    // A has no seeds; B knows A.
+    let a = start_node(
+        &pki,
+        open_store(da.path(), 1).await,
+        da.path().into(),
+        la,
+        vec![],
+        |_| {},
+    )
+    .await;
+    let b = start_node(
+        &pki,
+        open_store(db.path(), 2).await,
+        db.path().into(),
+        listener().await,
+        vec![ua],
+        |_| {},
+    )
+    .await;
+    let b_addr = b.addr.to_string();
+    eventually(
+        "A learned B from its probes and made it a member",
+        DEADLINE,
+        || async {
+            let s = a.mesh.snapshot();
+            s.ring_members == 2
+                && s.peers
+                    .iter()
+                    .any(|p| p.addr == b_addr && p.member && p.node_id == Some(2))
+        },
+    )
+    .await;
+    // A pushes to B now (without it, B would only get A's later writes at the next
+    // anti-entropy pass, minutes away).
+    let x = id("cas", "pushed-to-a-learned-peer");
+    a.store.put_bytes(x.clone(), "hello B").await.unwrap();
+    eventually("A's write pushed to B", DEADLINE, || async {
+        read(&b.store, &x).await.as_deref() == Some(b"hello B".as_slice())
+    })
+    .await;
+    let pushed = a
+        .mesh
+        .snapshot()
+        .peers
+        .iter()
+        .map(|p| p.pushed)
+        .sum::<u64>();
+    assert!(pushed >= 1);
+    for n in [a, b] {
+        n.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,8 +115,9 @@ pub async fn start_node(
 ) -> Node {
     let mut cfg = fast_config(&dir);
     cfg.seeds = seeds;
-    tweak(&mut cfg);
     let addr = listener.local_addr().unwrap();
+    cfg.node_url = format!("https://{addr}");
+    tweak(&mut cfg);
     let mesh = Mesh::new(
         store.clone(),
         cfg,
