@@ -58,6 +58,7 @@ async fn start(dir: &Path, port: u16, peers: &[String], service: &str) -> Res<No
         replication_stall_timeout_secs: "30".into(),
         outbox_max_messages: "10000".into(),
         tombstone_gc_horizon_secs: "604800".into(),
+        ghost_ttl_secs: "604800".into(),
         outbox_max_bytes: "1GiB".into(),
         ..Default::default()
     };

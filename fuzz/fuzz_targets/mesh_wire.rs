@@ -48,6 +48,11 @@ fuzz_target!(|data: &[u8]| {
         }
         4 => {
             let _ = wire::parse_json::<Status>("status", rest);
+            // Streamed push responses: heartbeats, then one outcome or refusal.
+            if let Ok(reply) = wire::parse_push_reply(rest) {
+                let json = serde_json::to_vec(&reply).expect("a reply serialises");
+                assert_eq!(wire::parse_push_reply(&json).expect("round trip"), reply);
+            }
         }
         _ => {
             let _ = wire::parse_json::<ListResponse>("list", rest);

@@ -62,6 +62,7 @@ async fn peer_listener_picks_up_rotated_certificates_without_restart() {
         discovery_interval_secs: "1".into(),
         replication_stall_timeout_secs: "30".into(),
         tombstone_gc_horizon_secs: "604800".into(),
+        ghost_ttl_secs: "604800".into(),
         outbox_max_messages: "10000".into(),
         outbox_max_bytes: "1GiB".into(),
         ..Default::default()
