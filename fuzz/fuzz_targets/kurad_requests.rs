@@ -18,7 +18,10 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let state = rt.block_on(async {
             let store = kura_store::Store::open(
                 kura_store::MemBackend::default(),
@@ -32,7 +35,14 @@ fn env() -> &'static Env {
     })
 }
 
-const METHODS: [Method; 6] = [Method::GET, Method::PUT, Method::HEAD, Method::POST, Method::DELETE, Method::OPTIONS];
+const METHODS: [Method; 6] = [
+    Method::GET,
+    Method::PUT,
+    Method::HEAD,
+    Method::POST,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 fuzz_target!(|data: &[u8]| {
     // Stand-alone parsers.
@@ -48,24 +58,39 @@ fuzz_target!(|data: &[u8]| {
         tag: Some(text.to_string()),
         team: None,
     };
-    assert_eq!(kurad::app::TurboMeta::from_content_type(&meta.to_content_type()), meta);
+    assert_eq!(
+        kurad::app::TurboMeta::from_content_type(&meta.to_content_type()),
+        meta
+    );
 
     // The router: [method][path len][path][header value len][range header][body].
-    let Some((&m, rest)) = data.split_first() else { return };
-    let Some((&plen, rest)) = rest.split_first() else { return };
+    let Some((&m, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&plen, rest)) = rest.split_first() else {
+        return;
+    };
     let (path, rest) = rest.split_at((plen as usize).min(rest.len()));
-    let Some((&hlen, rest)) = rest.split_first() else { return };
+    let Some((&hlen, rest)) = rest.split_first() else {
+        return;
+    };
     let (hval, body) = rest.split_at((hlen as usize).min(rest.len()));
     let path = format!("/{}", String::from_utf8_lossy(path));
-    let Ok(uri) = path.parse::<axum::http::Uri>() else { return };
+    let Ok(uri) = path.parse::<axum::http::Uri>() else {
+        return;
+    };
     let method = METHODS[m as usize % METHODS.len()].clone();
     let mut req = Request::builder().method(method).uri(uri);
     if let Ok(h) = axum::http::HeaderValue::from_bytes(hval) {
         req = req.header("range", h.clone()).header("content-type", h);
     }
-    let Ok(req) = req.body(Body::from(body.to_vec())) else { return };
+    let Ok(req) = req.body(Body::from(body.to_vec())) else {
+        return;
+    };
     let e = env();
-    let resp = e.rt.block_on(kurad::router(e.state.clone()).oneshot(req)).unwrap();
+    let resp =
+        e.rt.block_on(kurad::router(e.state.clone()).oneshot(req))
+            .unwrap();
     assert!(
         resp.status() != axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         "500 for {path}"

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             if let Ok(s) = std::str::from_utf8(rest) {
                 if let Ok(k) = wire::decode_key(s) {
-                    assert_eq!(wire::decode_key(&wire::encode_key(&k)).expect("round trip"), k);
+                    assert_eq!(
+                        wire::decode_key(&wire::encode_key(&k)).expect("round trip"),
+                        k
+                    );
                 }
                 let _ = wire::query_param(Some(s), "key");
             }

@@ -9,11 +9,15 @@ use kura_scaleway::sim::Simulator;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let sim = Simulator::with_token("t");
     for line in text.lines().take(64) {
         if let Some(secs) = line.strip_prefix('+') {
-            sim.advance(std::time::Duration::from_secs(secs.parse::<u64>().unwrap_or(1).min(86_400)));
+            sim.advance(std::time::Duration::from_secs(
+                secs.parse::<u64>().unwrap_or(1).min(86_400),
+            ));
             continue;
         }
         let (auth, line) = match line.strip_prefix('!') {
@@ -28,8 +32,15 @@ fuzz_target!(|data: &[u8]| {
         if auth {
             builder = builder.header("x-auth-token", "t");
         }
-        let content_type = if uri.contains("user_data/") { "text/plain" } else { "application/json" };
-        let Ok(req) = builder.header("content-type", content_type).body(Bytes::from(body)) else {
+        let content_type = if uri.contains("user_data/") {
+            "text/plain"
+        } else {
+            "application/json"
+        };
+        let Ok(req) = builder
+            .header("content-type", content_type)
+            .body(Bytes::from(body))
+        else {
             continue;
         };
         let resp = sim.handle(req);

@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(rec) = ReplicatedRecord::from_bytes(data) {
-        let again = ReplicatedRecord::from_bytes(&rec.to_bytes()).expect("re-encoded record decodes");
+        let again =
+            ReplicatedRecord::from_bytes(&rec.to_bytes()).expect("re-encoded record decodes");
         assert_eq!(again, rec);
     }
 });
