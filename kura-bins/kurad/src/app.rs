@@ -23,6 +23,8 @@ use crate::error::{ApiError, Style};
 use crate::keys::{self, DEFAULT_NAMESPACE};
 use crate::metrics::{ArtifactLabels, Metrics, RequestLabels, RouteLabels, TokenLabels};
 
+mod webdav;
+
 /// Everything a request handler needs.
 pub struct AppState {
     /// The store.
@@ -87,6 +89,7 @@ enum Kind {
     XcodeCas,
     KeyValue,
     Metro,
+    Sccache,
 }
 
 impl Kind {
@@ -101,6 +104,7 @@ impl Kind {
             Self::XcodeCas => "xcode",
             Self::KeyValue => "kv",
             Self::Metro => "metro",
+            Self::Sccache => "sccache",
         }
     }
 
@@ -115,6 +119,7 @@ impl Kind {
             Self::XcodeCas => "xcode_cas",
             Self::KeyValue => "keyvalue",
             Self::Metro => "metro",
+            Self::Sccache => "sccache",
         }
     }
 
@@ -1260,6 +1265,9 @@ fn mounts(prefix: &str) -> Router<Shared> {
         .route(&p("/v8/artifacts"), post(turbo_query))
         .route(&p("/v8/artifacts/{hash}"), get(turbo_get).put(turbo_put))
         .route(&p("/v1/cache/{hash}"), get(nx_get).put(nx_put))
+        .route(&p("/sccache"), any(webdav::dav_any))
+        .route(&p("/sccache/"), any(webdav::dav_any))
+        .route(&p("/sccache/{*path}"), any(webdav::dav_any))
 }
 
 /// The public router.
