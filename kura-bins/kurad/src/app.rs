@@ -1187,11 +1187,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().as_str().to_owned();
-    let current = s.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-    let _guard = InFlight(&s.in_flight);
-    s.metrics
-        .in_flight
-        .set(i64::try_from(current).unwrap_or(i64::MAX));
+    let (_guard, admitted) = s.enter();
     let start = Instant::now();
     // A request id: the client's `x-request-id` when it is a sane token, else ours.
     let request_id = req
@@ -1210,8 +1206,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
             str::to_owned,
         );
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
-    let mut resp = if current > s.config.max_in_flight {
-        s.metrics.rejected.inc();
+    let mut resp = if !admitted {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many requests in flight; retry later",
@@ -1244,11 +1239,39 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
     resp
 }
 
-struct InFlight<'a>(&'a AtomicUsize);
+/// An in-flight request slot (HTTP and gRPC share them); released on drop.
+pub(crate) struct InFlight<'a>(&'a AppState);
+
+impl AppState {
+    /// Takes an in-flight slot for one request (HTTP route or gRPC call) and
+    /// says whether it is admitted: over `KURA_MAX_IN_FLIGHT` the caller must
+    /// answer "overloaded" (HTTP 503 / gRPC `UNAVAILABLE`); the rejection is
+    /// counted here.
+    pub(crate) fn enter(&self) -> (InFlight<'_>, bool) {
+        let current = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let guard = InFlight(self);
+        self.metrics
+            .in_flight
+            .set(i64::try_from(current).unwrap_or(i64::MAX));
+        let admitted = current <= self.config.max_in_flight;
+        if !admitted {
+            self.metrics.rejected.inc();
+        }
+        (guard, admitted)
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let now = self
+            .0
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        self.0
+            .metrics
+            .in_flight
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 }
 
