@@ -274,6 +274,7 @@ async fn read_object_decorated(
     count(state, t.kind, true, "hit", object.meta().len);
     let meta = object.meta().clone();
     let mut resp = body::serve_object(object, headers, content_type, Serve { head })
+        .await
         .map_err(|e| e.styled(style))?;
     decorate(&meta, resp.headers_mut());
     Ok(resp)

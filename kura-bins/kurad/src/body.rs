@@ -198,11 +198,60 @@ pub struct Serve {
     pub head: bool,
 }
 
+/// Chunks queued ahead of the socket per file-backed response (memory per
+/// transfer is bounded by `(READ_AHEAD + 3) × chunk size`: the queue, the chunk
+/// held back, the one being read and the one being written).
+pub const READ_AHEAD: usize = 2;
+
+/// Streams a file-backed object's chunks from a task that reads (and
+/// verifies) ahead of the socket, so reading and hashing the next chunk on
+/// the blocking pool overlaps with writing the previous one to the client.
+/// The task ends when the reader is done or the response is dropped.
+fn read_ahead(
+    mut reader: kura_store::ObjectReader,
+) -> impl Stream<Item = Result<Bytes, kura_store::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        // One chunk is held back until the reader has produced the next one
+        // (or confirmed the end): the store verifies the whole-object
+        // checksum only after the last chunk, so the last bytes go out only
+        // once the object is known good. A corrupt object therefore always
+        // ends in a truncated response, never in a complete wrong one (hyper
+        // stops polling the body once Content-Length bytes were sent).
+        let mut held: Option<Bytes> = None;
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Some(prev) = held.replace(chunk) {
+                        if tx.send(Ok(prev)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if let Some(last) = held.take() {
+                        let _ = tx.send(Ok(last)).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "aborting response: object failed verification");
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
 /// Builds the response for a stored object: `ETag`, `Content-Length`,
 /// `Accept-Ranges`, `If-None-Match` → 304, `Range` → 206/416, and a body that
 /// streams from the store verifying checksums (a mismatch aborts the stream, so
 /// a client never receives bad bytes as a complete response).
-pub fn serve_object(
+pub async fn serve_object(
     object: Object,
     req_headers: &HeaderMap,
     content_type: &str,
@@ -236,22 +285,25 @@ pub fn serve_object(
     let body = if opts.head {
         Body::empty()
     } else {
-        let reader = if status == StatusCode::OK {
+        let mut reader = if status == StatusCode::OK {
             object.reader()
         } else {
             object.range_reader(start..end)?
         };
-        let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+        if meta.is_file_backed() {
+            Body::from_stream(read_ahead(reader))
+        } else {
+            // Inline (small) objects: one verified chunk, sent as a full body
+            // (no stream machinery; hyper writes headers and body together).
             match reader.next_chunk().await {
-                Ok(Some(chunk)) => Some((Ok::<Bytes, kura_store::Error>(chunk), reader)),
-                Ok(None) => None,
+                Ok(Some(chunk)) => Body::from(chunk),
+                Ok(None) => Body::empty(),
                 Err(e) => {
-                    tracing::error!(error = %e, "aborting response: object failed verification");
-                    Some((Err(e), reader))
+                    tracing::error!(error = %e, "refusing to serve: object failed verification");
+                    return Err(ApiError::from_store(&e));
                 }
             }
-        });
-        Body::from_stream(stream)
+        }
     };
     let mut resp = Response::builder()
         .status(status)

@@ -1034,3 +1034,58 @@ async fn sccache_webdav_status_codes() {
     );
     s.stop().await;
 }
+
+/// Every regular file under `dir` (recursively).
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            files_under(&e.path(), out);
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_large_object_is_never_served_complete() {
+    let s = TestServer::start().await;
+    let c = client();
+    // File-backed (over the inline threshold) and several read chunks long.
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let url = s.url("/ccache/corrupt-me");
+    assert!(
+        c.put(&url)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    // An intact object reads back whole (through the read-ahead task).
+    let got = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), data.as_slice());
+    // Flip one byte in the last chunk of the blob file.
+    let mut files = Vec::new();
+    files_under(&s.state.config.data_dir, &mut files);
+    let blob = files
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == data.len() as u64)
+        .expect("the blob file");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[690_000] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    match r.bytes().await {
+        Err(_) => {}
+        Ok(b) => panic!(
+            "a corrupt object was served complete ({} of {} bytes)",
+            b.len(),
+            data.len()
+        ),
+    }
+    s.stop().await;
+}
