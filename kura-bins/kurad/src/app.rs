@@ -273,9 +273,17 @@ async fn read_object_decorated(
     };
     count(state, t.kind, true, "hit", object.meta().len);
     let meta = object.meta().clone();
-    let mut resp = body::serve_object(object, headers, content_type, Serve { head })
-        .await
-        .map_err(|e| e.styled(style))?;
+    let mut resp = body::serve_object(
+        object,
+        headers,
+        content_type,
+        Serve {
+            head,
+            verify_max: state.config.verify_reads_max,
+        },
+    )
+    .await
+    .map_err(|e| e.styled(style))?;
     decorate(&meta, resp.headers_mut());
     Ok(resp)
 }

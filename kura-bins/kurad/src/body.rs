@@ -192,10 +192,61 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
 }
 
 /// Options for serving an object.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Serve {
     /// `HEAD`: headers only.
     pub head: bool,
+    /// Largest object verified while streaming (`KURA_VERIFY_READS_MAX_BYTES`);
+    /// larger file-backed objects are read straight from their file.
+    pub verify_max: u64,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Self {
+            head: false,
+            verify_max: u64::MAX,
+        }
+    }
+}
+
+/// Read size of unverified file streaming.
+pub const FILE_CHUNK: usize = 1 << 20;
+
+/// Streams `start..end` of a blob file (a `dup` of the store's open
+/// descriptor, so eviction or overwrite cannot pull it away) in
+/// [`FILE_CHUNK`] positioned reads on the blocking pool, read ahead of the
+/// socket like [`read_ahead`]. No checksum: used for objects over
+/// `KURA_VERIFY_READS_MAX_BYTES`, which the store's scrubber verifies at rest.
+fn file_stream(
+    file: std::fs::File,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        let file = std::sync::Arc::new(file);
+        let mut pos = start;
+        while pos < end {
+            let want = usize::try_from((end - pos).min(FILE_CHUNK as u64)).unwrap_or(FILE_CHUNK);
+            let f = file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; want];
+                f.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+            let failed = read.is_err();
+            if tx.send(read).await.is_err() || failed {
+                return;
+            }
+            pos += want as u64;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// Chunks queued ahead of the socket per file-backed response (memory per
@@ -285,6 +336,38 @@ pub async fn serve_object(
     let body = if opts.head {
         Body::empty()
     } else {
+        let unverified = if meta.len > opts.verify_max {
+            match object.file_slice() {
+                Some(slice) => {
+                    let file = slice.file.try_clone().map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("open blob: {e}"))
+                    })?;
+                    let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    if on_disk != slice.offset + slice.len {
+                        return Err(ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "blob file has the wrong length",
+                        ));
+                    }
+                    Some((file, slice.offset))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        if let Some((file, base)) = unverified {
+            let stream = file_stream(file, base + start, base + end);
+            return finish(
+                Body::from_stream(stream),
+                status,
+                content_type,
+                tag,
+                start,
+                end,
+                meta.len,
+            );
+        }
         let mut reader = if status == StatusCode::OK {
             object.reader()
         } else {
@@ -305,6 +388,19 @@ pub async fn serve_object(
             }
         }
     };
+    finish(body, status, content_type, tag, start, end, meta.len)
+}
+
+/// The response around `body` (`start..end` of an object of `len` bytes).
+fn finish(
+    body: Body,
+    status: StatusCode,
+    content_type: &str,
+    tag: HeaderValue,
+    start: u64,
+    end: u64,
+    len: u64,
+) -> Result<Response, ApiError> {
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -318,7 +414,7 @@ pub async fn serve_object(
             "bytes {}-{}/{}",
             start,
             end.saturating_sub(1),
-            meta.len
+            len
         )) {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }

@@ -1089,3 +1089,46 @@ async fn a_corrupt_large_object_is_never_served_complete() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn objects_over_the_verify_limit_stream_from_the_file() {
+    let s = TestServer::start_with(|c| c.verify_reads_max = 100_000).await;
+    let c = client();
+    // Three 1 MiB reads and a partial one.
+    let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let url = s.url("/ccache/large-unverified");
+    assert!(
+        c.put(&url)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "3500000");
+    assert_eq!(
+        r.headers()["etag"],
+        format!("\"{}\"", sha256_hex(&data)).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
+    // Ranges across read boundaries.
+    for (a, b) in [(0u64, 9u64), (1_048_570, 1_048_590), (3_000_000, 3_499_999)] {
+        let r = c
+            .get(&url)
+            .header("range", format!("bytes={a}-{b}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            &data[a as usize..=b as usize]
+        );
+    }
+    let r = c.head(&url).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "3500000");
+    s.stop().await;
+}
