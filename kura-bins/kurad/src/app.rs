@@ -272,7 +272,10 @@ async fn read_object_decorated(
         return Err(not_found(t.kind));
     };
     count(state, t.kind, true, "hit", object.meta().len);
-    let meta = object.meta().clone();
+    // Headers derived from this very object's metadata, taken before the
+    // object moves into the response body.
+    let mut extra = HeaderMap::new();
+    decorate(object.meta(), &mut extra);
     let mut resp = body::serve_object(
         object,
         headers,
@@ -284,7 +287,7 @@ async fn read_object_decorated(
     )
     .await
     .map_err(|e| e.styled(style))?;
-    decorate(&meta, resp.headers_mut());
+    resp.headers_mut().extend(extra);
     Ok(resp)
 }
 

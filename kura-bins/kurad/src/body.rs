@@ -131,10 +131,19 @@ pub fn write_error(err: kura_store::Error) -> ApiError {
     ApiError::from_store(&err)
 }
 
-/// The strong ETag of an object: its SHA-256.
+/// The strong ETag of an object: its SHA-256 in lowercase hex, quoted (built
+/// with a table rather than `fmt`: it is on every GET).
 pub fn etag(meta: &ObjectMeta) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", meta.digest.to_hex()))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'"'; 66];
+    for (i, b) in meta.digest.0.iter().enumerate() {
+        let hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
+        let lo = HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0');
+        if let Some(pair) = out.get_mut(1 + 2 * i..3 + 2 * i) {
+            pair.copy_from_slice(&[hi, lo]);
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
 /// A parsed single `Range: bytes=` request.
@@ -308,8 +317,9 @@ pub async fn serve_object(
     content_type: &str,
     opts: Serve,
 ) -> Result<Response, ApiError> {
-    let meta = object.meta().clone();
-    let tag = etag(&meta);
+    let len = object.meta().len;
+    let file_backed = object.meta().is_file_backed();
+    let tag = etag(object.meta());
     if let Some(inm) = req_headers.get(header::IF_NONE_MATCH) {
         if inm.as_bytes() == tag.as_bytes() || inm.as_bytes() == b"*" {
             let mut r = StatusCode::NOT_MODIFIED.into_response();
@@ -319,15 +329,15 @@ pub async fn serve_object(
     }
     let range = parse_range(
         req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        meta.len,
+        len,
     );
     let (status, start, end) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, meta.len),
+        RangeRequest::Full => (StatusCode::OK, 0, len),
         RangeRequest::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
         RangeRequest::Unsatisfiable => {
             let mut r = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
                 .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.len)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", len)) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             return Ok(r);
@@ -336,7 +346,7 @@ pub async fn serve_object(
     let body = if opts.head {
         Body::empty()
     } else {
-        let unverified = if meta.len > opts.verify_max {
+        let unverified = if len > opts.verify_max {
             match object.file_slice() {
                 Some(slice) => {
                     let file = slice.file.try_clone().map_err(|e| {
@@ -365,7 +375,7 @@ pub async fn serve_object(
                 tag,
                 start,
                 end,
-                meta.len,
+                len,
             );
         }
         let mut reader = if status == StatusCode::OK {
@@ -373,7 +383,7 @@ pub async fn serve_object(
         } else {
             object.range_reader(start..end)?
         };
-        if meta.is_file_backed() {
+        if file_backed {
             Body::from_stream(read_ahead(reader))
         } else {
             // Inline (small) objects: one verified chunk, sent as a full body
@@ -388,7 +398,7 @@ pub async fn serve_object(
             }
         }
     };
-    finish(body, status, content_type, tag, start, end, meta.len)
+    finish(body, status, content_type, tag, start, end, len)
 }
 
 /// The response around `body` (`start..end` of an object of `len` bytes).
