@@ -18,7 +18,8 @@
 #   NGINX_WORKERS [2]   nginx worker_processes (the machine has 2 cores)
 #   BENCH_DIR [mktemp -d]  scratch directory (must be a real disk: fsync on tmpfs is free)
 #   KEEP_TMP [0]        1 keeps BENCH_DIR after the run
-#   SKIP_BUILD [0]      1 uses the existing target/release/kurad
+#   SKIP_BUILD [0]      1 uses the existing release binary
+#   KURAD [$CARGO_TARGET_DIR or target]/release/kurad   the kurad binary to measure
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -54,7 +55,7 @@ if [[ "$SKIP_BUILD" != 1 ]]; then
     log "cargo build --release -p kurad"
     (cd "$ROOT" && cargo build --release -p kurad)
 fi
-KURAD="$ROOT/target/release/kurad"
+KURAD=${KURAD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/kurad}
 [[ -x "$KURAD" ]] || die "$KURAD not found (build failed?)"
 
 # ---------------------------------------------------------------- scratch + cleanup

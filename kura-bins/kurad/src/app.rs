@@ -23,6 +23,8 @@ use crate::error::{ApiError, Style};
 use crate::keys::{self, DEFAULT_NAMESPACE};
 use crate::metrics::{ArtifactLabels, Metrics, RequestLabels, RouteLabels, TokenLabels};
 
+mod webdav;
+
 /// Everything a request handler needs.
 pub struct AppState {
     /// The store.
@@ -87,6 +89,7 @@ enum Kind {
     XcodeCas,
     KeyValue,
     Metro,
+    Sccache,
 }
 
 impl Kind {
@@ -101,6 +104,7 @@ impl Kind {
             Self::XcodeCas => "xcode",
             Self::KeyValue => "kv",
             Self::Metro => "metro",
+            Self::Sccache => "sccache",
         }
     }
 
@@ -115,6 +119,7 @@ impl Kind {
             Self::XcodeCas => "xcode_cas",
             Self::KeyValue => "keyvalue",
             Self::Metro => "metro",
+            Self::Sccache => "sccache",
         }
     }
 
@@ -267,10 +272,22 @@ async fn read_object_decorated(
         return Err(not_found(t.kind));
     };
     count(state, t.kind, true, "hit", object.meta().len);
-    let meta = object.meta().clone();
-    let mut resp = body::serve_object(object, headers, content_type, Serve { head })
-        .map_err(|e| e.styled(style))?;
-    decorate(&meta, resp.headers_mut());
+    // Headers derived from this very object's metadata, taken before the
+    // object moves into the response body.
+    let mut extra = HeaderMap::new();
+    decorate(object.meta(), &mut extra);
+    let mut resp = body::serve_object(
+        object,
+        headers,
+        content_type,
+        Serve {
+            head,
+            verify_max: state.config.verify_reads_max,
+        },
+    )
+    .await
+    .map_err(|e| e.styled(style))?;
+    resp.headers_mut().extend(extra);
     Ok(resp)
 }
 
@@ -1182,11 +1199,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().as_str().to_owned();
-    let current = s.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-    let _guard = InFlight(&s.in_flight);
-    s.metrics
-        .in_flight
-        .set(i64::try_from(current).unwrap_or(i64::MAX));
+    let (_guard, admitted) = s.enter();
     let start = Instant::now();
     // A request id: the client's `x-request-id` when it is a sane token, else ours.
     let request_id = req
@@ -1205,8 +1218,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
             str::to_owned,
         );
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
-    let mut resp = if current > s.config.max_in_flight {
-        s.metrics.rejected.inc();
+    let mut resp = if !admitted {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many requests in flight; retry later",
@@ -1239,11 +1251,39 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
     resp
 }
 
-struct InFlight<'a>(&'a AtomicUsize);
+/// An in-flight request slot (HTTP and gRPC share them); released on drop.
+pub(crate) struct InFlight<'a>(&'a AppState);
+
+impl AppState {
+    /// Takes an in-flight slot for one request (HTTP route or gRPC call) and
+    /// says whether it is admitted: over `KURA_MAX_IN_FLIGHT` the caller must
+    /// answer "overloaded" (HTTP 503 / gRPC `UNAVAILABLE`); the rejection is
+    /// counted here.
+    pub(crate) fn enter(&self) -> (InFlight<'_>, bool) {
+        let current = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let guard = InFlight(self);
+        self.metrics
+            .in_flight
+            .set(i64::try_from(current).unwrap_or(i64::MAX));
+        let admitted = current <= self.config.max_in_flight;
+        if !admitted {
+            self.metrics.rejected.inc();
+        }
+        (guard, admitted)
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let now = self
+            .0
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        self.0
+            .metrics
+            .in_flight
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 }
 
@@ -1260,6 +1300,9 @@ fn mounts(prefix: &str) -> Router<Shared> {
         .route(&p("/v8/artifacts"), post(turbo_query))
         .route(&p("/v8/artifacts/{hash}"), get(turbo_get).put(turbo_put))
         .route(&p("/v1/cache/{hash}"), get(nx_get).put(nx_put))
+        .route(&p("/sccache"), any(webdav::dav_any))
+        .route(&p("/sccache/"), any(webdav::dav_any))
+        .route(&p("/sccache/{*path}"), any(webdav::dav_any))
 }
 
 /// The public router.

@@ -131,10 +131,19 @@ pub fn write_error(err: kura_store::Error) -> ApiError {
     ApiError::from_store(&err)
 }
 
-/// The strong ETag of an object: its SHA-256.
+/// The strong ETag of an object: its SHA-256 in lowercase hex, quoted (built
+/// with a table rather than `fmt`: it is on every GET).
 pub fn etag(meta: &ObjectMeta) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", meta.digest.to_hex()))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'"'; 66];
+    for (i, b) in meta.digest.0.iter().enumerate() {
+        let hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
+        let lo = HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0');
+        if let Some(pair) = out.get_mut(1 + 2 * i..3 + 2 * i) {
+            pair.copy_from_slice(&[hi, lo]);
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
 /// A parsed single `Range: bytes=` request.
@@ -192,24 +201,125 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
 }
 
 /// Options for serving an object.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Serve {
     /// `HEAD`: headers only.
     pub head: bool,
+    /// Largest object verified while streaming (`KURA_VERIFY_READS_MAX_BYTES`);
+    /// larger file-backed objects are read straight from their file.
+    pub verify_max: u64,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Self {
+            head: false,
+            verify_max: u64::MAX,
+        }
+    }
+}
+
+/// Read size of unverified file streaming.
+pub const FILE_CHUNK: usize = 1 << 20;
+
+/// Streams `start..end` of a blob file (a `dup` of the store's open
+/// descriptor, so eviction or overwrite cannot pull it away) in
+/// [`FILE_CHUNK`] positioned reads on the blocking pool, read ahead of the
+/// socket like [`read_ahead`]. No checksum: used for objects over
+/// `KURA_VERIFY_READS_MAX_BYTES`, which the store's scrubber verifies at rest.
+fn file_stream(
+    file: std::fs::File,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        let file = std::sync::Arc::new(file);
+        let mut pos = start;
+        while pos < end {
+            let want = usize::try_from((end - pos).min(FILE_CHUNK as u64)).unwrap_or(FILE_CHUNK);
+            let f = file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; want];
+                f.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+            let failed = read.is_err();
+            if tx.send(read).await.is_err() || failed {
+                return;
+            }
+            pos += want as u64;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Chunks queued ahead of the socket per file-backed response (memory per
+/// transfer is bounded by `(READ_AHEAD + 3) × chunk size`: the queue, the chunk
+/// held back, the one being read and the one being written).
+pub const READ_AHEAD: usize = 2;
+
+/// Streams a file-backed object's chunks from a task that reads (and
+/// verifies) ahead of the socket, so reading and hashing the next chunk on
+/// the blocking pool overlaps with writing the previous one to the client.
+/// The task ends when the reader is done or the response is dropped.
+fn read_ahead(
+    mut reader: kura_store::ObjectReader,
+) -> impl Stream<Item = Result<Bytes, kura_store::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        // One chunk is held back until the reader has produced the next one
+        // (or confirmed the end): the store verifies the whole-object
+        // checksum only after the last chunk, so the last bytes go out only
+        // once the object is known good. A corrupt object therefore always
+        // ends in a truncated response, never in a complete wrong one (hyper
+        // stops polling the body once Content-Length bytes were sent).
+        let mut held: Option<Bytes> = None;
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Some(prev) = held.replace(chunk) {
+                        if tx.send(Ok(prev)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if let Some(last) = held.take() {
+                        let _ = tx.send(Ok(last)).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "aborting response: object failed verification");
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// Builds the response for a stored object: `ETag`, `Content-Length`,
 /// `Accept-Ranges`, `If-None-Match` → 304, `Range` → 206/416, and a body that
 /// streams from the store verifying checksums (a mismatch aborts the stream, so
 /// a client never receives bad bytes as a complete response).
-pub fn serve_object(
+pub async fn serve_object(
     object: Object,
     req_headers: &HeaderMap,
     content_type: &str,
     opts: Serve,
 ) -> Result<Response, ApiError> {
-    let meta = object.meta().clone();
-    let tag = etag(&meta);
+    let len = object.meta().len;
+    let file_backed = object.meta().is_file_backed();
+    let tag = etag(object.meta());
     if let Some(inm) = req_headers.get(header::IF_NONE_MATCH) {
         if inm.as_bytes() == tag.as_bytes() || inm.as_bytes() == b"*" {
             let mut r = StatusCode::NOT_MODIFIED.into_response();
@@ -219,15 +329,15 @@ pub fn serve_object(
     }
     let range = parse_range(
         req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        meta.len,
+        len,
     );
     let (status, start, end) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, meta.len),
+        RangeRequest::Full => (StatusCode::OK, 0, len),
         RangeRequest::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
         RangeRequest::Unsatisfiable => {
             let mut r = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
                 .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.len)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", len)) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             return Ok(r);
@@ -236,23 +346,71 @@ pub fn serve_object(
     let body = if opts.head {
         Body::empty()
     } else {
-        let reader = if status == StatusCode::OK {
+        let unverified = if len > opts.verify_max {
+            match object.file_slice() {
+                Some(slice) => {
+                    let file = slice.file.try_clone().map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("open blob: {e}"))
+                    })?;
+                    let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    if on_disk != slice.offset + slice.len {
+                        return Err(ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "blob file has the wrong length",
+                        ));
+                    }
+                    Some((file, slice.offset))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        if let Some((file, base)) = unverified {
+            let stream = file_stream(file, base + start, base + end);
+            return finish(
+                Body::from_stream(stream),
+                status,
+                content_type,
+                tag,
+                start,
+                end,
+                len,
+            );
+        }
+        let mut reader = if status == StatusCode::OK {
             object.reader()
         } else {
             object.range_reader(start..end)?
         };
-        let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+        if file_backed {
+            Body::from_stream(read_ahead(reader))
+        } else {
+            // Inline (small) objects: one verified chunk, sent as a full body
+            // (no stream machinery; hyper writes headers and body together).
             match reader.next_chunk().await {
-                Ok(Some(chunk)) => Some((Ok::<Bytes, kura_store::Error>(chunk), reader)),
-                Ok(None) => None,
+                Ok(Some(chunk)) => Body::from(chunk),
+                Ok(None) => Body::empty(),
                 Err(e) => {
-                    tracing::error!(error = %e, "aborting response: object failed verification");
-                    Some((Err(e), reader))
+                    tracing::error!(error = %e, "refusing to serve: object failed verification");
+                    return Err(ApiError::from_store(&e));
                 }
             }
-        });
-        Body::from_stream(stream)
+        }
     };
+    finish(body, status, content_type, tag, start, end, len)
+}
+
+/// The response around `body` (`start..end` of an object of `len` bytes).
+fn finish(
+    body: Body,
+    status: StatusCode,
+    content_type: &str,
+    tag: HeaderValue,
+    start: u64,
+    end: u64,
+    len: u64,
+) -> Result<Response, ApiError> {
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -266,7 +424,7 @@ pub fn serve_object(
             "bytes {}-{}/{}",
             start,
             end.saturating_sub(1),
-            meta.len
+            len
         )) {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }

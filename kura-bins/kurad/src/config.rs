@@ -54,6 +54,13 @@ pub struct Args {
     /// Maximum bytes of any other object (Bazel, ccache, turbo, Nx, Metro).
     #[arg(long, env = "KURA_MAX_OBJECT_BYTES", default_value = "4294967296")]
     pub max_object_bytes: String,
+    /// Objects up to this size are SHA-256-verified while they stream to the
+    /// client (a corrupt one ends in a truncated response); larger file-backed
+    /// objects stream straight from their file in 1 MiB reads without hashing,
+    /// as `sendfile` would, and rely on the store's scrubber. `unlimited`
+    /// verifies every read.
+    #[arg(long, env = "KURA_VERIFY_READS_MAX_BYTES", default_value = "16MiB")]
+    pub verify_reads_max_bytes: String,
     /// Store capacity: bytes with an optional unit (`50GiB`, `500M`) or a
     /// percentage of the filesystem (`80%`); `unlimited` for none.
     #[arg(long, env = "KURA_CAPACITY", default_value = "unlimited")]
@@ -136,6 +143,8 @@ pub struct Config {
     pub node_url: Option<String>,
     /// Body limits.
     pub limits: Limits,
+    /// Largest object verified while streaming (`u64::MAX`: all).
+    pub verify_reads_max: u64,
     /// Store capacity.
     pub capacity: Capacity,
     /// Store durability.
@@ -167,6 +176,7 @@ impl Config {
             region: "local".into(),
             node_url: None,
             limits: Limits::default(),
+            verify_reads_max: DEFAULT_VERIFY_READS_MAX,
             capacity: Capacity::Unlimited,
             durability: Durability::Always,
             auth_tokens_file: None,
@@ -201,6 +211,9 @@ impl std::fmt::Display for ConfigError {
         write!(f, "{} ({}): {}", self.env, self.flag, self.message)
     }
 }
+
+/// Default of `KURA_VERIFY_READS_MAX_BYTES`.
+pub const DEFAULT_VERIFY_READS_MAX: u64 = 16 << 20;
 
 /// Parses a byte size: a plain number or a number with a unit
 /// (`K`, `M`, `G`, `T` are powers of 1000; `Ki`, `Mi`, `Gi`, `Ti` powers of 1024;
@@ -334,6 +347,13 @@ impl Args {
                 "KURA_MAX_OBJECT_BYTES",
             ),
         };
+        let verify_reads_max = match self.verify_reads_max_bytes.trim() {
+            "unlimited" => u64::MAX,
+            v => parse_bytes(v).unwrap_or_else(|e| {
+                err("--verify-reads-max-bytes", "KURA_VERIFY_READS_MAX_BYTES", e);
+                0
+            }),
+        };
         let capacity = match self.capacity.trim() {
             "unlimited" | "" => Capacity::Unlimited,
             c => match c.strip_suffix('%') {
@@ -448,6 +468,7 @@ impl Args {
                 region: self.region.trim().to_owned(),
                 node_url: self.node_url.clone(),
                 limits,
+                verify_reads_max,
                 capacity,
                 durability,
                 auth_tokens_file: self.auth_tokens_file.clone(),
@@ -485,6 +506,7 @@ mod tests {
         a.capacity = "lots".into();
         a.durability = "sometimes".into();
         a.max_keyvalue_bytes = "0".into();
+        a.verify_reads_max_bytes = "lots".into();
         a.tenant_id = Some("bad tenant".into());
         let errs = a.validate().unwrap_err();
         let envs: Vec<_> = errs.iter().map(|e| e.env).collect();
@@ -494,6 +516,7 @@ mod tests {
                 "KURA_PORT",
                 "KURA_TENANT_ID",
                 "KURA_MAX_KEYVALUE_BYTES",
+                "KURA_VERIFY_READS_MAX_BYTES",
                 "KURA_CAPACITY",
                 "KURA_DURABILITY"
             ]
@@ -529,6 +552,9 @@ mod tests {
         assert!(parse_bytes("5XB").is_err());
         assert!(parse_bytes("99999999999999999999").is_err());
         let mut a = args();
+        assert_eq!(a.validate().unwrap().verify_reads_max, 16 << 20);
+        a.verify_reads_max_bytes = "unlimited".into();
+        assert_eq!(a.validate().unwrap().verify_reads_max, u64::MAX);
         a.capacity = "80%".into();
         assert_eq!(
             a.validate().unwrap().capacity,

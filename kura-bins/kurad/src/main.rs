@@ -157,6 +157,7 @@ fn print_banner(addr: std::net::SocketAddr, config: &Config) {
          \x20 ccache:  CCACHE_REMOTE_STORAGE='http://{host}/ccache' CCACHE_REMOTE_ONLY=true\n\
          \x20 turbo:   TURBO_API=http://{host} TURBO_TOKEN=<token> TURBO_TEAM=<team>\n\
          \x20 nx:      NX_SELF_HOSTED_REMOTE_CACHE_SERVER=http://{host}\n\
+         \x20 sccache: SCCACHE_WEBDAV_ENDPOINT=http://{host}/sccache/\n\
          \x20 other namespaces: http://{host}/ns/<namespace>/… ; metrics: http://{host}/metrics\n",
         data = config.data_dir.display(),
         grpc = config

@@ -368,12 +368,15 @@ pub async fn fetch(
             });
         }
         match s.store.get(&id).await? {
-            Some(object) => body::serve_object(
-                object,
-                &headers,
-                "application/octet-stream",
-                body::Serve::default(),
-            ),
+            Some(object) => {
+                body::serve_object(
+                    object,
+                    &headers,
+                    "application/octet-stream",
+                    body::Serve::default(),
+                )
+                .await
+            }
             None => Err(ApiError::not_found()),
         }
     };

@@ -122,6 +122,149 @@ async fn ccache_cold_then_remote_hit_from_a_fresh_cache() {
     s.stop().await;
 }
 
+/// A running sccache server (its own `SCCACHE_DIR` and port) that is stopped
+/// when dropped, so a failing assertion does not leave a daemon behind.
+struct Sccache {
+    dir: tempfile::TempDir,
+    port: u16,
+    endpoint: String,
+}
+
+impl Sccache {
+    fn start(endpoint: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = Self {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            endpoint: endpoint.to_owned(),
+        };
+        let out = s.command().arg("--start-server").output().unwrap();
+        check(&out, "sccache --start-server");
+        s
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("sccache");
+        c.env("SCCACHE_DIR", self.dir.path())
+            .env("SCCACHE_SERVER_PORT", self.port.to_string())
+            .env("SCCACHE_WEBDAV_ENDPOINT", &self.endpoint)
+            .env("SCCACHE_IDLE_TIMEOUT", "0")
+            .env_remove("SCCACHE_LOG")
+            .env_remove("RUSTC_WRAPPER");
+        c
+    }
+
+    /// Compiles `main.c` in `work`, then returns `--show-stats` as JSON.
+    fn compile(&self, work: &Path) -> serde_json::Value {
+        let out = self
+            .command()
+            .args(["gcc", "-c", "main.c", "-o", "main.o"])
+            .current_dir(work)
+            .output()
+            .unwrap();
+        check(&out, "sccache gcc");
+        let stats = self
+            .command()
+            .args(["--show-stats", "--stats-format", "json"])
+            .output()
+            .unwrap();
+        check(&stats, "sccache --show-stats");
+        serde_json::from_slice(&stats.stdout).unwrap()
+    }
+}
+
+impl Drop for Sccache {
+    fn drop(&mut self) {
+        let _ = self.command().arg("--stop-server").output();
+    }
+}
+
+fn sccache_count(stats: &serde_json::Value, field: &str) -> u64 {
+    let v = &stats["stats"][field];
+    v.as_u64().unwrap_or_else(|| {
+        v["counts"].as_object().map_or(0, |m| {
+            m.values().filter_map(serde_json::Value::as_u64).sum()
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sccache_webdav_cold_then_remote_hit_from_a_fresh_server() {
+    if !available("sccache", "--version") || !available("gcc", "--version") {
+        return;
+    }
+    let s = TestServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("main.c"),
+        "int answer(void) { return 42; }\nint main(void) { return answer() - 42; }\n",
+    )
+    .unwrap();
+    // The default mount point and another namespace's.
+    for (mount, ns) in [
+        ("/sccache/", "default"),
+        ("/ns/sccache-ns/sccache/", "sccache-ns"),
+    ] {
+        let endpoint = s.url(mount);
+        let wp = work.path().to_path_buf();
+        let cold = tokio::task::spawn_blocking(move || {
+            let c = Sccache::start(&endpoint);
+            let stats = c.compile(&wp);
+            (stats, endpoint)
+        })
+        .await
+        .unwrap();
+        let (cold, endpoint) = cold;
+        assert_eq!(
+            sccache_count(&cold, "cache_misses"),
+            1,
+            "{mount} cold: {cold}"
+        );
+        assert_eq!(
+            sccache_count(&cold, "cache_writes"),
+            1,
+            "{mount} cold: {cold}"
+        );
+        assert_eq!(sccache_count(&cold, "cache_write_errors"), 0, "{cold}");
+        assert_eq!(sccache_count(&cold, "cache_errors"), 0, "{cold}");
+        let ns_id = kura_store::NamespaceId::new(
+            s.state.config.account.clone(),
+            kura_store::Namespace::new(ns).unwrap(),
+        );
+        let stored = s.state.store.list(&ns_id, None, 100).unwrap();
+        assert!(
+            stored
+                .iter()
+                .filter(|m| m.id.key.as_str().starts_with("sccache/"))
+                .count()
+                >= 2,
+            "{mount}: the check file and the compilation result are stored: {stored:?}"
+        );
+        // A new sccache server with an empty local directory: a remote hit.
+        let wp = work.path().to_path_buf();
+        std::fs::remove_file(work.path().join("main.o")).unwrap();
+        let warm = tokio::task::spawn_blocking(move || Sccache::start(&endpoint).compile(&wp))
+            .await
+            .unwrap();
+        assert_eq!(
+            sccache_count(&warm, "cache_hits"),
+            1,
+            "{mount} warm: {warm}"
+        );
+        assert_eq!(
+            sccache_count(&warm, "cache_misses"),
+            0,
+            "{mount} warm: {warm}"
+        );
+        assert!(work.path().join("main.o").exists());
+    }
+    s.stop().await;
+}
+
 /// Where `.ci/run` installs the npm clients (`npm install --prefix DIR turbo nx`).
 fn npm_tools() -> std::path::PathBuf {
     std::env::var_os("KURA_NPM_TOOLS").map_or_else(

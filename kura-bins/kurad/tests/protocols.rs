@@ -817,3 +817,318 @@ async fn module_multipart_upload() {
     assert!(again["upload_id"].is_null());
     s.stop().await;
 }
+
+fn dav(c: &reqwest::Client, method: &str, url: &str) -> reqwest::RequestBuilder {
+    c.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+}
+
+#[tokio::test]
+async fn sccache_webdav_status_codes() {
+    let s = TestServer::start().await;
+    let c = client();
+    let root = s.url("/sccache/");
+    // Collections are implicit: the root and any collection path exist.
+    let r = dav(&c, "PROPFIND", &root)
+        .header("depth", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 207);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("xml")
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.contains("<D:href>/sccache/</D:href>"), "{body}");
+    assert!(body.contains("<D:collection/>"), "{body}");
+    // Depth infinity (or no Depth) is refused.
+    let r = dav(&c, "PROPFIND", &root).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("propfind-finite-depth"));
+    let r = dav(&c, "PROPFIND", &root)
+        .header("depth", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        dav(&c, "MKCOL", &s.url("/sccache/a/b/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        dav(&c, "MKCOL", &s.url("/sccache/a/"))
+            .body("<x/>")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // Objects: 404, PUT 201, re-PUT 204, GET, HEAD, PROPFIND of the file.
+    let file = s.url("/sccache/a/b/.obj-1");
+    assert_eq!(
+        c.get(&file).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        dav(&c, "PROPFIND", &file)
+            .header("depth", "0")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.put(&file).body("one").send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        c.put(&file).body("one!").send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let r = c.get(&file).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["etag"],
+        format!("\"{}\"", sha256_hex(b"one!")).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap(), "one!");
+    let r = c.head(&file).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "4");
+    let r = dav(&c, "PROPFIND", &file)
+        .header("depth", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 207);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("<D:getcontentlength>4</D:getcontentlength>"),
+        "{body}"
+    );
+    assert!(body.contains("<D:resourcetype/>"), "{body}");
+    assert!(body.contains(" GMT</D:getlastmodified>"), "{body}");
+    // MKCOL on an object's path: 405 with Allow.
+    let r = dav(&c, "MKCOL", &file).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("PROPFIND"));
+    // Keys that sort between `a/b` and `a/b/` do not leak into the listing.
+    assert_eq!(
+        c.put(s.url("/sccache/a/b-c"))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        c.put(s.url("/sccache/a/b/c/d"))
+            .body("y")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let r = dav(&c, "PROPFIND", &s.url("/sccache/a/b/"))
+        .header("depth", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 207);
+    let body = r.text().await.unwrap();
+    assert_eq!(body.matches("<D:response>").count(), 3, "{body}");
+    assert!(
+        body.contains("<D:href>/sccache/a/b/.obj-1</D:href>"),
+        "{body}"
+    );
+    assert!(body.contains("<D:href>/sccache/a/b/c/</D:href>"), "{body}");
+    assert!(!body.contains("b-c"), "{body}");
+    // A collection named without its trailing slash is found through its children.
+    let r = dav(&c, "PROPFIND", &s.url("/sccache/a/b"))
+        .header("depth", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 207);
+    // GET/PUT of a collection: 405.
+    assert_eq!(
+        c.get(s.url("/sccache/a/")).send().await.unwrap().status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        c.put(s.url("/sccache/a/"))
+            .body("z")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // Bad paths: 400.
+    for bad in ["/sccache/a/b%00", "/sccache/a%20b"] {
+        assert_eq!(
+            c.get(s.url(bad)).send().await.unwrap().status(),
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    let r = raw(
+        s.addr,
+        b"GET /sccache/a/../b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        false,
+    )
+    .await;
+    assert_eq!(status_of(&r), 400, "{r}");
+    // Namespaces are separate.
+    assert_eq!(
+        c.get(s.url("/ns/other/sccache/a/b/.obj-1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = dav(&c, "OPTIONS", &root).send().await.unwrap();
+    assert_eq!(r.headers()["dav"], "1");
+    // DELETE of an object, then of a whole collection.
+    assert_eq!(
+        c.delete(&file).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.delete(&file).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.delete(s.url("/sccache/a/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.get(s.url("/sccache/a/b/c/d"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get(s.url("/sccache/a/b-c"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    s.stop().await;
+}
+
+/// Every regular file under `dir` (recursively).
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            files_under(&e.path(), out);
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_large_object_is_never_served_complete() {
+    let s = TestServer::start().await;
+    let c = client();
+    // File-backed (over the inline threshold) and several read chunks long.
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let url = s.url("/ccache/corrupt-me");
+    assert!(
+        c.put(&url)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    // An intact object reads back whole (through the read-ahead task).
+    let got = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), data.as_slice());
+    // Flip one byte in the last chunk of the blob file.
+    let mut files = Vec::new();
+    files_under(&s.state.config.data_dir, &mut files);
+    let blob = files
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == data.len() as u64)
+        .expect("the blob file");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[690_000] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    match r.bytes().await {
+        Err(_) => {}
+        Ok(b) => panic!(
+            "a corrupt object was served complete ({} of {} bytes)",
+            b.len(),
+            data.len()
+        ),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn objects_over_the_verify_limit_stream_from_the_file() {
+    let s = TestServer::start_with(|c| c.verify_reads_max = 100_000).await;
+    let c = client();
+    // Three 1 MiB reads and a partial one.
+    let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let url = s.url("/ccache/large-unverified");
+    assert!(
+        c.put(&url)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "3500000");
+    assert_eq!(
+        r.headers()["etag"],
+        format!("\"{}\"", sha256_hex(&data)).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
+    // Ranges across read boundaries.
+    for (a, b) in [(0u64, 9u64), (1_048_570, 1_048_590), (3_000_000, 3_499_999)] {
+        let r = c
+            .get(&url)
+            .header("range", format!("bytes={a}-{b}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            &data[a as usize..=b as usize]
+        );
+    }
+    let r = c.head(&url).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "3500000");
+    s.stop().await;
+}

@@ -1156,3 +1156,104 @@ async fn action_cache_hits_keep_their_outputs_young() {
     .unwrap();
     node.stop().await;
 }
+
+/// Waits (with a deadline) until `kura_http_requests_in_flight` is `n`.
+async fn wait_in_flight(node: &Node, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.state.metrics.in_flight.get() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "in-flight gauge stuck at {}, want {n}",
+            node.state.metrics.in_flight.get()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn grpc_calls_share_the_in_flight_limit_with_http() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start_with(Options {
+        tweak: Box::new(|c| c.max_in_flight = 1),
+        ..Options::default()
+    })
+    .await;
+    // An HTTP PUT whose body has not all arrived holds the only slot.
+    let mut http = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    http.write_all(
+        b"PUT /cache/held HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\nconnection: close\r\n\r\n12345",
+    )
+    .await
+    .unwrap();
+    wait_in_flight(&node, 1).await;
+    let e = node
+        .caps()
+        .await
+        .get_capabilities(re::GetCapabilitiesRequest {
+            instance_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // With a google.rpc.RetryInfo detail asking for a 1 s back-off.
+    let details = bazel_remote_apis::google::rpc::Status::decode(e.details()).unwrap();
+    assert_eq!(details.code, Code::Unavailable as i32);
+    let info = details
+        .details
+        .iter()
+        .find(|a| a.type_url == "type.googleapis.com/google.rpc.RetryInfo")
+        .expect("RetryInfo detail");
+    // RetryInfo { retry_delay (1): Duration { seconds (1): 1 } }.
+    assert_eq!(info.value, [0x0a, 0x02, 0x08, 0x01]);
+    let rejected_before = node.state.metrics.rejected.get();
+    assert!(rejected_before >= 1);
+    // The HTTP request completes normally; then gRPC is admitted again.
+    http.write_all(b"67890").await.unwrap();
+    let mut resp = String::new();
+    http.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    wait_in_flight(&node, 0).await;
+    node.caps()
+        .await
+        .get_capabilities(re::GetCapabilitiesRequest {
+            instance_name: String::new(),
+        })
+        .await
+        .unwrap();
+
+    // The other way round: a ByteStream upload in progress holds the slot and
+    // HTTP gets 503 with Retry-After.
+    let data = blob(11, 100_000);
+    let d = digest(&data);
+    let msgs = write_msgs(
+        &upload_resource("", "held", &d),
+        &data,
+        0,
+        data.len(),
+        50_000,
+        true,
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(4);
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut bs = node.bs().await;
+    let upload = tokio::spawn(async move { bs.write(stream).await });
+    let mut msgs = msgs.into_iter();
+    tx.send(msgs.next().unwrap()).await.unwrap();
+    wait_in_flight(&node, 1).await;
+    let r = reqwest::get(node.url("/up")).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    drop(tx);
+    let written = upload.await.unwrap().unwrap().into_inner();
+    assert_eq!(written.committed_size, data.len() as i64);
+    wait_in_flight(&node, 0).await;
+    assert_eq!(
+        reqwest::get(node.url("/up")).await.unwrap().status(),
+        reqwest::StatusCode::OK
+    );
+    node.stop().await;
+}

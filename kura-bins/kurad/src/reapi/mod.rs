@@ -118,7 +118,13 @@ async fn observe(
         "grpc_unmatched".to_owned()
     };
     let start = std::time::Instant::now();
-    let resp = next.run(req).await;
+    // gRPC calls share the HTTP routes' in-flight limit.
+    let (_slot, admitted) = state.enter();
+    let resp = if admitted {
+        next.run(req).await
+    } else {
+        overloaded()
+    };
     let status = resp
         .headers()
         .get("grpc-status")
@@ -140,6 +146,50 @@ async fn observe(
         .get_or_create(&crate::metrics::RouteLabels { route })
         .observe(start.elapsed().as_secs_f64());
     resp
+}
+
+/// How long an overloaded server asks gRPC clients to wait (`RetryInfo`).
+pub const OVERLOAD_RETRY_SECS: i64 = 1;
+
+/// `google.rpc.RetryInfo` (not among the generated REAPI types).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<bazel_remote_apis::google::protobuf::Duration>,
+}
+
+/// The answer to a gRPC call over `KURA_MAX_IN_FLIGHT`: `UNAVAILABLE` with a
+/// `google.rpc.RetryInfo` detail (retry after [`OVERLOAD_RETRY_SECS`]).
+///
+/// `UNAVAILABLE` rather than `RESOURCE_EXHAUSTED`: both are in Bazel's
+/// `RemoteRetrier.RETRIABLE_GRPC_ERRORS` (retried with backoff in every
+/// release, including the 4.2 that CI runs), but `UNAVAILABLE` is the code
+/// gRPC defines for "transient, retry with backoff" and the one generic gRPC
+/// clients and retry policies retry, while `RESOURCE_EXHAUSTED` reads as a
+/// per-user quota and is often not retried.
+fn overloaded() -> Response {
+    use prost::Message as _;
+    let message = "too many requests in flight; retry later";
+    let retry = RetryInfo {
+        retry_delay: Some(bazel_remote_apis::google::protobuf::Duration {
+            seconds: OVERLOAD_RETRY_SECS,
+            nanos: 0,
+        }),
+    };
+    let details = bazel_remote_apis::google::rpc::Status {
+        code: tonic::Code::Unavailable as i32,
+        message: message.to_owned(),
+        details: vec![bazel_remote_apis::google::protobuf::Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".to_owned(),
+            value: retry.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        tonic::Code::Unavailable,
+        message,
+        bytes::Bytes::from(details.encode_to_vec()),
+    )
+    .into_http()
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc`,
