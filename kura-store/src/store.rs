@@ -1679,16 +1679,26 @@ impl Store {
                     continue;
                 };
                 report.objects += 1;
-                match obj.read_all().await {
-                    Ok(b) => report.bytes += b.len() as u64,
-                    Err(Error::Corrupt { .. }) => report.corrupt += 1,
-                    Err(e) => return Err(e),
-                }
-                if bytes_per_sec > 0 {
-                    let due = Duration::from_secs_f64(report.bytes as f64 / bytes_per_sec as f64);
-                    let elapsed = started.elapsed();
-                    if due > elapsed {
-                        tokio::time::sleep(due - elapsed).await;
+                // Chunk by chunk (memory bounded by the chunk size, whatever the object's
+                // size), pacing after every chunk.
+                let mut reader = obj.reader();
+                loop {
+                    match reader.next_chunk().await {
+                        Ok(Some(c)) => report.bytes += c.len() as u64,
+                        Ok(None) => break,
+                        Err(Error::Corrupt { .. }) => {
+                            report.corrupt += 1;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    if bytes_per_sec > 0 {
+                        let due =
+                            Duration::from_secs_f64(report.bytes as f64 / bytes_per_sec as f64);
+                        let elapsed = started.elapsed();
+                        if due > elapsed {
+                            tokio::time::sleep(due - elapsed).await;
+                        }
                     }
                 }
             }

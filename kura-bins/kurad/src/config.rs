@@ -57,10 +57,19 @@ pub struct Args {
     /// Objects up to this size are SHA-256-verified while they stream to the
     /// client (a corrupt one ends in a truncated response); larger file-backed
     /// objects stream straight from their file in 1 MiB reads without hashing,
-    /// as `sendfile` would, and rely on the store's scrubber. `unlimited`
-    /// verifies every read.
+    /// as `sendfile` would, and rely on the background scrubber
+    /// (`KURA_SCRUB_BYTES_PER_SECOND`). `unlimited` verifies every read.
     #[arg(long, env = "KURA_VERIFY_READS_MAX_BYTES", default_value = "16MiB")]
     pub verify_reads_max_bytes: String,
+    /// Background scrub rate: every stored object is re-read and its SHA-256
+    /// checked at most this many bytes per second (corrupt objects are
+    /// quarantined, and a mesh peer's copy replaces them); `0` disables it.
+    #[arg(long, env = "KURA_SCRUB_BYTES_PER_SECOND", default_value = "32MiB")]
+    pub scrub_bytes_per_second: String,
+    /// Seconds between the end of one scrub pass and the start of the next
+    /// (the first pass starts this long after startup).
+    #[arg(long, env = "KURA_SCRUB_INTERVAL_SECS", default_value = "3600")]
+    pub scrub_interval_secs: String,
     /// Store capacity: bytes with an optional unit (`50GiB`, `500M`) or a
     /// percentage of the filesystem (`80%`); `unlimited` for none.
     #[arg(long, env = "KURA_CAPACITY", default_value = "unlimited")]
@@ -145,6 +154,10 @@ pub struct Config {
     pub limits: Limits,
     /// Largest object verified while streaming (`u64::MAX`: all).
     pub verify_reads_max: u64,
+    /// Background scrub rate in bytes/s (`None`: no scrubbing).
+    pub scrub_rate: Option<u64>,
+    /// Pause between scrub passes.
+    pub scrub_interval: Duration,
     /// Store capacity.
     pub capacity: Capacity,
     /// Store durability.
@@ -177,6 +190,8 @@ impl Config {
             node_url: None,
             limits: Limits::default(),
             verify_reads_max: DEFAULT_VERIFY_READS_MAX,
+            scrub_rate: None,
+            scrub_interval: Duration::from_secs(3600),
             capacity: Capacity::Unlimited,
             durability: Durability::Always,
             auth_tokens_file: None,
@@ -354,6 +369,18 @@ impl Args {
                 0
             }),
         };
+        let scrub_rate = match parse_bytes(self.scrub_bytes_per_second.trim()) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(e) => {
+                err(
+                    "--scrub-bytes-per-second",
+                    "KURA_SCRUB_BYTES_PER_SECOND",
+                    format!("{e}; 0 disables scrubbing"),
+                );
+                None
+            }
+        };
         let capacity = match self.capacity.trim() {
             "unlimited" | "" => Capacity::Unlimited,
             c => match c.strip_suffix('%') {
@@ -437,6 +464,11 @@ impl Args {
             "--shutdown-grace-secs",
             "KURA_SHUTDOWN_GRACE_SECS",
         );
+        let scrub_interval = count(
+            &self.scrub_interval_secs,
+            "--scrub-interval-secs",
+            "KURA_SCRUB_INTERVAL_SECS",
+        );
         if let Some(f) = &self.auth_tokens_file {
             if !f.is_file() {
                 err(
@@ -469,6 +501,8 @@ impl Args {
                 node_url: self.node_url.clone(),
                 limits,
                 verify_reads_max,
+                scrub_rate,
+                scrub_interval: Duration::from_secs(scrub_interval),
                 capacity,
                 durability,
                 auth_tokens_file: self.auth_tokens_file.clone(),
@@ -555,6 +589,16 @@ mod tests {
         assert_eq!(a.validate().unwrap().verify_reads_max, 16 << 20);
         a.verify_reads_max_bytes = "unlimited".into();
         assert_eq!(a.validate().unwrap().verify_reads_max, u64::MAX);
+        assert_eq!(a.validate().unwrap().scrub_rate, Some(32 << 20));
+        a.scrub_bytes_per_second = "0".into();
+        assert_eq!(a.validate().unwrap().scrub_rate, None);
+        a.scrub_bytes_per_second = "fast".into();
+        a.scrub_interval_secs = "0".into();
+        let envs: Vec<_> = a.validate().unwrap_err().iter().map(|e| e.env).collect();
+        assert_eq!(
+            envs,
+            ["KURA_SCRUB_BYTES_PER_SECOND", "KURA_SCRUB_INTERVAL_SECS"]
+        );
         a.capacity = "80%".into();
         assert_eq!(
             a.validate().unwrap().capacity,

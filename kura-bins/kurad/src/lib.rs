@@ -44,6 +44,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod module;
 pub mod reapi;
+pub mod scrub;
 pub mod server;
 
 pub use app::{AppState, router};

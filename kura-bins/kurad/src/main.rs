@@ -121,6 +121,10 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
             Some(m)
         }
     };
+    let scrubber = state
+        .config
+        .scrub_rate
+        .map(|rate| kurad::scrub::spawn(state.clone(), rate, state.config.scrub_interval));
     print_banner(addr, &state.config);
     if let Some(m) = &mesh {
         use std::io::Write as _;
@@ -129,6 +133,9 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
             .and_then(|()| out.flush());
     }
     server.serve(shutdown_signal()).await;
+    if let Some(s) = scrubber {
+        s.abort();
+    }
     if let Some(m) = mesh {
         m.shutdown().await;
     }

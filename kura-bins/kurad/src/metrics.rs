@@ -89,6 +89,12 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// `kura_http_requests_rejected_total` (overload 503s).
     pub rejected: Counter,
+    /// `kura_scrub_passes_total` (completed background scrub passes).
+    pub scrub_passes: Counter,
+    /// `kura_scrub_bytes_total` (bytes re-read and verified by the scrubber).
+    pub scrub_bytes: Counter,
+    /// `kura_scrub_corrupt_objects_total` (corrupt objects the scrubber quarantined).
+    pub scrub_corrupt: Counter,
     /// Replication metrics (`kura_replication_*`, `kura_outbox_messages`, …).
     pub mesh: crate::mesh::MeshMetrics,
 }
@@ -191,6 +197,24 @@ impl Metrics {
             "Requests being served",
             in_flight.clone(),
         );
+        let scrub_passes = Counter::default();
+        registry.register(
+            "scrub_passes",
+            "Completed background scrub passes",
+            scrub_passes.clone(),
+        );
+        let scrub_bytes = Counter::default();
+        registry.register(
+            "scrub_bytes",
+            "Bytes re-read and checksum-verified by the background scrubber",
+            scrub_bytes.clone(),
+        );
+        let scrub_corrupt = Counter::default();
+        registry.register(
+            "scrub_corrupt_objects",
+            "Corrupt objects found (and quarantined) by the background scrubber",
+            scrub_corrupt.clone(),
+        );
         let rejected = Counter::default();
         registry.register(
             "http_requests_rejected",
@@ -216,6 +240,9 @@ impl Metrics {
             rss,
             in_flight,
             rejected,
+            scrub_passes,
+            scrub_bytes,
+            scrub_corrupt,
         }
     }
 

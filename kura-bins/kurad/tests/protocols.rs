@@ -1132,3 +1132,63 @@ async fn objects_over_the_verify_limit_stream_from_the_file() {
     assert_eq!(r.headers()["content-length"], "3500000");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_scrubber_quarantines_what_unverified_reads_would_serve() {
+    let s = TestServer::start_with(|c| c.verify_reads_max = 100_000).await;
+    let c = client();
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let url = s.url("/ccache/rots-on-disk");
+    assert!(
+        c.put(&url)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let mut files = Vec::new();
+    files_under(&s.state.config.data_dir, &mut files);
+    let blob = files
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == data.len() as u64)
+        .expect("the blob file");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1_000_000] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    // Over the verify limit: served as stored (the trade-off of
+    // KURA_VERIFY_READS_MAX_BYTES) ...
+    let got = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert_ne!(got.as_ref(), data.as_slice());
+    // ... until a scrub pass finds it: quarantined, counted, a miss from then on.
+    kurad::scrub::pass(&s.state, 0).await.unwrap();
+    assert_eq!(s.state.metrics.scrub_corrupt.get(), 1);
+    assert_eq!(s.state.metrics.scrub_passes.get(), 1);
+    // The quarantine is committed in the background: wait for it (deadline).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.get(&url).send().await.unwrap().status() != StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the corrupt object was not quarantined"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("kura_scrub_corrupt_objects_total 1"),
+        "{text}"
+    );
+    // A clean store scrubs clean.
+    kurad::scrub::pass(&s.state, 0).await.unwrap();
+    assert_eq!(s.state.metrics.scrub_corrupt.get(), 1);
+    s.stop().await;
+}
