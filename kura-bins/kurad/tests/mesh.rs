@@ -5,152 +5,20 @@
 //! is not reachable on the public port.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod mesh_support;
 
-use kura_ca::{AccountHandle, AccountPki, CaOptions, ClusterDomain, InstanceName, LeafRequest};
+use std::time::Duration;
+
+use mesh_support::{Daemon, NodeSpec, Pki, free_port, get, start, up};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Pki {
-    pki: AccountPki,
-    account: AccountHandle,
-    service: String,
-}
-
-impl Pki {
-    fn new(account: &str) -> Self {
-        let now = time::OffsetDateTime::now_utc();
-        let account = AccountHandle::new(account).unwrap();
-        let pki = AccountPki::generate(&account, &CaOptions::default(), now).unwrap();
-        let service = kura_ca::names::peer_service_dns_name(
-            &account,
-            &kura_ca::Namespace::new("kura").unwrap(),
-            &ClusterDomain::default(),
-        );
-        Self {
-            pki,
-            account,
-            service,
-        }
-    }
-
-    /// Writes ca.pem, tls.crt, tls.key into `dir`.
-    fn write_leaf(&self, instance: &str, dir: &Path) {
-        let req = LeafRequest::new(
-            InstanceName::new(instance).unwrap(),
-            kura_ca::Namespace::new("kura").unwrap(),
-            self.account.clone(),
-        );
-        let leaf = self
-            .pki
-            .issue_leaf(&req, time::OffsetDateTime::now_utc())
-            .unwrap();
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("ca.pem"), leaf.trust().to_pem()).unwrap();
-        std::fs::write(dir.join("tls.crt"), leaf.cert_pem()).unwrap();
-        std::fs::write(dir.join("tls.key"), leaf.key_pem()).unwrap();
-    }
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct NodeSpec {
-    data: PathBuf,
-    tls: PathBuf,
-    internal_port: u16,
-}
-
-impl NodeSpec {
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.internal_port)
-    }
-}
-
-/// Ports for peer listeners must be known before the peers start (they are each
-/// other's seeds): take free ones from the kernel.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(spec: &NodeSpec, service: &str, peers: &[String]) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kurad"))
-        .args(["--port", "0", "--bind-address", "127.0.0.1", "--data-dir"])
-        .arg(&spec.data)
-        .env("KURA_TENANT_ID", "acme")
-        .env("KURA_INTERNAL_PORT", spec.internal_port.to_string())
-        .env("KURA_NODE_URL", spec.url())
-        .env("KURA_PEERS", peers.join(","))
-        .env("KURA_PEER_SERVER_NAME", service)
-        .env("KURA_INTERNAL_TLS_CA_CERT_PATH", spec.tls.join("ca.pem"))
-        .env("KURA_INTERNAL_TLS_CERT_PATH", spec.tls.join("tls.crt"))
-        .env("KURA_INTERNAL_TLS_KEY_PATH", spec.tls.join("tls.key"))
-        .env("KURA_DISCOVERY_INTERVAL_SECS", "0.2")
-        .env("KURA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    Daemon {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut cond: F)
+async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn get(c: &reqwest::Client, url: String) -> Option<Vec<u8>> {
-    match c.get(url).send().await {
-        Ok(r) if r.status() == 200 => Some(r.bytes().await.unwrap().to_vec()),
-        _ => None,
-    }
-}
-
-async fn up(c: &reqwest::Client, d: &Daemon) -> serde_json::Value {
-    c.get(format!("{}/up", d.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    mesh_support::eventually(what, DEADLINE, cond).await;
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -173,7 +41,11 @@ async fn three_kurad_processes_replicate_restart_join_and_never_resurrect() {
             NodeSpec {
                 data: root.path().join(n).join("data"),
                 tls,
+                ip: "127.0.0.1".into(),
+                port: 0,
                 internal_port: free_port(),
+                wrapper: Vec::new(),
+                env: Vec::new(),
             }
         })
         .collect();

@@ -1048,6 +1048,24 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+async fn put_ok(c: &reqwest::Client, url: &str, data: &[u8]) {
+    let r = c.put(url).body(data.to_vec()).send().await.unwrap();
+    assert!(r.status().is_success(), "PUT {url}: {}", r.status());
+}
+
+/// Flips byte `at` of the (only) blob file of `len` bytes under the data directory.
+fn flip_blob_byte(s: &TestServer, len: usize, at: usize) {
+    let mut files = Vec::new();
+    files_under(&s.state.config.data_dir, &mut files);
+    let blob = files
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == len as u64)
+        .expect("the blob file");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+}
+
 #[tokio::test]
 async fn a_corrupt_large_object_is_never_served_complete() {
     let s = TestServer::start().await;
@@ -1055,28 +1073,12 @@ async fn a_corrupt_large_object_is_never_served_complete() {
     // File-backed (over the inline threshold) and several read chunks long.
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let url = s.url("/ccache/corrupt-me");
-    assert!(
-        c.put(&url)
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    put_ok(&c, &url, &data).await;
     // An intact object reads back whole (through the read-ahead task).
     let got = c.get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.as_ref(), data.as_slice());
     // Flip one byte in the last chunk of the blob file.
-    let mut files = Vec::new();
-    files_under(&s.state.config.data_dir, &mut files);
-    let blob = files
-        .into_iter()
-        .find(|p| std::fs::metadata(p).unwrap().len() == data.len() as u64)
-        .expect("the blob file");
-    let mut bytes = std::fs::read(&blob).unwrap();
-    bytes[690_000] ^= 0xff;
-    std::fs::write(&blob, &bytes).unwrap();
+    flip_blob_byte(&s, data.len(), 690_000);
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     match r.bytes().await {
@@ -1097,15 +1099,7 @@ async fn objects_over_the_verify_limit_stream_from_the_file() {
     // Three 1 MiB reads and a partial one.
     let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 31 % 253) as u8).collect();
     let url = s.url("/ccache/large-unverified");
-    assert!(
-        c.put(&url)
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    put_ok(&c, &url, &data).await;
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "3500000");
@@ -1139,24 +1133,8 @@ async fn the_scrubber_quarantines_what_unverified_reads_would_serve() {
     let c = client();
     let data: Vec<u8> = (0..1_500_000u32).map(|i| (i * 13 % 241) as u8).collect();
     let url = s.url("/ccache/rots-on-disk");
-    assert!(
-        c.put(&url)
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let mut files = Vec::new();
-    files_under(&s.state.config.data_dir, &mut files);
-    let blob = files
-        .into_iter()
-        .find(|p| std::fs::metadata(p).unwrap().len() == data.len() as u64)
-        .expect("the blob file");
-    let mut bytes = std::fs::read(&blob).unwrap();
-    bytes[1_000_000] ^= 0xff;
-    std::fs::write(&blob, &bytes).unwrap();
+    put_ok(&c, &url, &data).await;
+    flip_blob_byte(&s, data.len(), 1_000_000);
     // Over the verify limit: served as stored (the trade-off of
     // KURA_VERIFY_READS_MAX_BYTES) ...
     let got = c.get(&url).send().await.unwrap().bytes().await.unwrap();
