@@ -599,6 +599,7 @@ mod tests {
             envs,
             ["KURA_SCRUB_BYTES_PER_SECOND", "KURA_SCRUB_INTERVAL_SECS"]
         );
+        let mut a = args();
         a.capacity = "80%".into();
         assert_eq!(
             a.validate().unwrap().capacity,
