@@ -330,6 +330,29 @@ impl<'a> PutOptions<'a> {
     }
 }
 
+/// A PUT that replaces any existing object (ccache, sccache): 201 when the
+/// key was new, 204 when it replaced one.
+async fn replace_object(
+    state: &AppState,
+    t: &Target,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let w = write_object(
+        state,
+        t,
+        headers,
+        body,
+        PutOptions::new(Existing::Replace, OCTET),
+    )
+    .await?;
+    Ok(match w {
+        Written::Created => StatusCode::CREATED,
+        _ => StatusCode::NO_CONTENT,
+    }
+    .into_response())
+}
+
 /// PUT of one object: auth, 413 before reading when the declared length is
 /// over the limit, streaming into the store (which rejects short, long and
 /// mismatching bodies without a trace).
@@ -617,21 +640,7 @@ async fn ccache_any(
             Method::GET | Method::HEAD => {
                 read_object(&s, &t, &headers, method == Method::HEAD, OCTET).await
             }
-            Method::PUT => {
-                let w = write_object(
-                    &s,
-                    &t,
-                    &headers,
-                    body,
-                    PutOptions::new(Existing::Replace, OCTET),
-                )
-                .await?;
-                Ok(match w {
-                    Written::Created => StatusCode::CREATED,
-                    _ => StatusCode::NO_CONTENT,
-                }
-                .into_response())
-            }
+            Method::PUT => replace_object(&s, &t, &headers, body).await,
             Method::DELETE => {
                 authorize(&s, &headers, &t.ns, true, Style::Json)?;
                 if s.store.delete(&t.id).await? {

@@ -24,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use kura_store::{Key, ObjectMeta};
 
 use super::{
-    Existing, Kind, OCTET, Params, PutOptions, Shared, Target, Written, authorize, body, not_found,
-    ns_param, read_object, respond, write_object,
+    Kind, OCTET, Params, Shared, Target, authorize, body, not_found, ns_param, read_object,
+    replace_object, respond,
 };
 use crate::error::{ApiError, Style};
 use crate::keys::MAX_CLIENT_KEY;
@@ -260,21 +260,7 @@ pub(super) async fn dav_any(
             "GET" | "HEAD" if !dp.collection => {
                 read_object(&s, &t, &headers, method == Method::HEAD, OCTET).await
             }
-            "PUT" if !dp.collection => {
-                let w = write_object(
-                    &s,
-                    &t,
-                    &headers,
-                    body,
-                    PutOptions::new(Existing::Replace, OCTET),
-                )
-                .await?;
-                Ok(match w {
-                    Written::Created => StatusCode::CREATED,
-                    _ => StatusCode::NO_CONTENT,
-                }
-                .into_response())
-            }
+            "PUT" if !dp.collection => replace_object(&s, &t, &headers, body).await,
             "DELETE" => {
                 authorize(&s, &headers, &t.ns, true, Style::Json)?;
                 if !dp.collection {
