@@ -21,7 +21,7 @@ use crate::body::{self, LimitedBody, Serve};
 use crate::config::Config;
 use crate::error::{ApiError, Style};
 use crate::keys::{self, DEFAULT_NAMESPACE};
-use crate::metrics::{ArtifactLabels, Metrics, RequestLabels, RouteLabels, TokenLabels};
+use crate::metrics::{ArtifactLabels, Metrics, TokenLabels};
 
 mod webdav;
 
@@ -456,14 +456,21 @@ async fn gradle_get(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let key = p.get("key").map_or("", String::as_str);
+    gradle_read(&s, ns_param(&p), key, method == Method::HEAD, &headers).await
+}
+
+/// GET/HEAD of a Gradle entry (shared by the router and the fast path).
+pub(crate) async fn gradle_read(
+    s: &AppState,
+    ns: &str,
+    key: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
     let r = async {
-        let t = Target::new(
-            &s,
-            Kind::Gradle,
-            ns_param(&p),
-            keys::segment(param(&p, "key")?)?,
-        )?;
-        read_object(&s, &t, &headers, method == Method::HEAD, OCTET).await
+        let t = Target::new(s, Kind::Gradle, ns, keys::segment(key)?)?;
+        read_object(s, &t, headers, head, OCTET).await
     };
     respond(r.await)
 }
@@ -538,12 +545,34 @@ async fn bazel_get(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let kind = p.get("kind").map_or("", String::as_str);
+    let hash = p.get("hash").map_or("", String::as_str);
+    bazel_read(
+        &s,
+        ns_param(&p),
+        kind,
+        hash,
+        method == Method::HEAD,
+        &headers,
+    )
+    .await
+}
+
+/// GET/HEAD of a Bazel AC or CAS entry (shared by the router and the fast path).
+pub(crate) async fn bazel_read(
+    s: &AppState,
+    ns: &str,
+    kind: &str,
+    hash: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
     let r = async {
-        let kind = bazel_kind(param(&p, "kind")?)?;
-        let hash = keys::sha256_hex(param(&p, "hash")?)?;
-        let t = Target::new(&s, kind, ns_param(&p), hash)?;
+        let kind = bazel_kind(kind)?;
+        let hash = keys::sha256_hex(hash)?;
+        let t = Target::new(s, kind, ns, hash)?;
         if kind == Kind::BazelCas && hash == EMPTY_SHA256 {
-            authorize(&s, &headers, &t.ns, false, Style::Json)?;
+            authorize(s, headers, &t.ns, false, Style::Json)?;
             return Ok((StatusCode::OK, [(header::CONTENT_TYPE, OCTET)], "").into_response());
         }
         if kind == Kind::BazelAc {
@@ -551,13 +580,13 @@ async fn bazel_get(
             if let Some(meta) = s.store.head(&t.id)? {
                 for r in &meta.refs {
                     if s.store.head(&r.resolve(&s.config.account))?.is_none() {
-                        count(&s, kind, true, "miss", 0);
+                        count(s, kind, true, "miss", 0);
                         return Err(not_found(kind));
                     }
                 }
             }
         }
-        read_object(&s, &t, &headers, method == Method::HEAD, OCTET).await
+        read_object(s, &t, headers, head, OCTET).await
     };
     respond(r.await)
 }
@@ -634,12 +663,13 @@ async fn ccache_any(
     body: Body,
 ) -> Response {
     let r = async {
+        if matches!(method, Method::GET | Method::HEAD) {
+            let path = param(&p, "path")?;
+            return Ok(ccache_read(&s, ns_param(&p), path, method == Method::HEAD, &headers).await);
+        }
         let key = keys::ccache_key(param(&p, "path")?)?;
         let t = Target::new(&s, Kind::Ccache, ns_param(&p), &key)?;
         match method {
-            Method::GET | Method::HEAD => {
-                read_object(&s, &t, &headers, method == Method::HEAD, OCTET).await
-            }
             Method::PUT => replace_object(&s, &t, &headers, body).await,
             Method::DELETE => {
                 authorize(&s, &headers, &t.ns, true, Style::Json)?;
@@ -654,6 +684,23 @@ async fn ccache_any(
                 "method not allowed",
             )),
         }
+    };
+    respond(r.await)
+}
+
+/// GET/HEAD of a ccache entry, any layout (shared by the router and the fast
+/// path).
+pub(crate) async fn ccache_read(
+    s: &AppState,
+    ns: &str,
+    path: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let r = async {
+        let key = keys::ccache_key(path)?;
+        let t = Target::new(s, Kind::Ccache, ns, &key)?;
+        read_object(s, &t, headers, head, OCTET).await
     };
     respond(r.await)
 }
@@ -879,10 +926,16 @@ async fn turbo_status() -> Response {
 // ---------------------------------------------------------------- Nx
 
 async fn nx_get(State(s): State<Shared>, Path(p): Path<Params>, headers: HeaderMap) -> Response {
+    let hash = p.get("hash").map_or("", String::as_str);
+    nx_read(&s, ns_param(&p), hash, &headers).await
+}
+
+/// GET of an Nx entry (shared by the router and the fast path).
+pub(crate) async fn nx_read(s: &AppState, ns: &str, hash: &str, headers: &HeaderMap) -> Response {
     let r = async {
-        let hash = keys::segment(param(&p, "hash")?).map_err(|e| e.styled(Style::Text))?;
-        let t = Target::new(&s, Kind::Nx, ns_param(&p), hash)?;
-        read_object(&s, &t, &headers, false, OCTET).await
+        let hash = keys::segment(hash).map_err(|e| e.styled(Style::Text))?;
+        let t = Target::new(s, Kind::Nx, ns, hash)?;
+        read_object(s, &t, headers, false, OCTET).await
     };
     respond(r.await)
 }
@@ -1207,33 +1260,13 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let (_guard, admitted) = s.enter();
     let start = Instant::now();
-    // A request id: the client's `x-request-id` when it is a sane token, else ours.
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || {
-                format!(
-                    "{:x}-{:x}",
-                    s.id_prefix,
-                    s.next_id.fetch_add(1, Ordering::Relaxed)
-                )
-            },
-            str::to_owned,
-        );
+    let request_id = s.request_id(req.headers());
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
     let mut resp = if !admitted {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests in flight; retry later",
-        );
-        e.retry_after = Some(1);
-        e.into_response()
+        overloaded()
     } else {
         tracing::Instrument::instrument(next.run(req), span.clone()).await
     };
@@ -1246,18 +1279,39 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         tracing::debug!(status, elapsed_us, "request done");
     });
     s.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            method,
-            status,
-        })
-        .inc();
-    s.metrics
-        .durations
-        .get_or_create(&RouteLabels { route })
-        .observe(start.elapsed().as_secs_f64());
+        .record_request(&route, &method, status, start.elapsed().as_secs_f64());
     resp
+}
+
+/// The 503 of a request over `KURA_MAX_IN_FLIGHT`.
+pub(crate) fn overloaded() -> Response {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many requests in flight; retry later",
+    );
+    e.retry_after = Some(1);
+    e.into_response()
+}
+
+impl AppState {
+    /// The id of a request: the client's `x-request-id` when it is a sane
+    /// token (1–128 visible ASCII characters), else a fresh one.
+    pub(crate) fn request_id(&self, headers: &HeaderMap) -> String {
+        headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(
+                || {
+                    format!(
+                        "{:x}-{:x}",
+                        self.id_prefix,
+                        self.next_id.fetch_add(1, Ordering::Relaxed)
+                    )
+                },
+                str::to_owned,
+            )
+    }
 }
 
 /// An in-flight request slot (HTTP and gRPC share them); released on drop.

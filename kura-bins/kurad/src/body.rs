@@ -222,19 +222,52 @@ impl Default for Serve {
 /// Read size of unverified file streaming.
 pub const FILE_CHUNK: usize = 1 << 20;
 
-/// Streams `start..end` of a blob file (a `dup` of the store's open
-/// descriptor, so eviction or overwrite cannot pull it away) in
-/// [`FILE_CHUNK`] positioned reads on the blocking pool, read ahead of the
-/// socket like [`read_ahead`]. No checksum: used for objects over
-/// `KURA_VERIFY_READS_MAX_BYTES`, which the store's scrubber verifies at rest.
+/// A byte range of a blob file that a connection which owns its socket may
+/// send with `sendfile` instead of streaming the response body (which it then
+/// drops unpolled). Attached to responses of objects over
+/// `KURA_VERIFY_READS_MAX_BYTES`, whose bytes go out unhashed either way.
+#[derive(Clone, Debug)]
+pub struct ZeroCopyFile {
+    /// A `dup` of the store's open descriptor: eviction or overwrite cannot
+    /// pull the bytes away while they are sent.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// First byte in the file.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+/// Streams `start..end` of a blob file in [`FILE_CHUNK`] positioned reads on
+/// the blocking pool, read ahead of the socket like [`read_ahead`]. No
+/// checksum: used for objects over `KURA_VERIFY_READS_MAX_BYTES`, which the
+/// store's scrubber verifies at rest. Nothing is read (no task is spawned)
+/// until the stream is first polled, so a connection that sends the range
+/// with `sendfile` instead pays nothing for it.
 fn file_stream(
-    file: std::fs::File,
+    file: std::sync::Arc<std::fs::File>,
     start: u64,
     end: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    enum State {
+        Idle(std::sync::Arc<std::fs::File>, u64, u64),
+        Running(tokio::sync::mpsc::Receiver<io::Result<Bytes>>),
+    }
+    futures_util::stream::unfold(State::Idle(file, start, end), |state| async move {
+        let mut rx = match state {
+            State::Idle(file, start, end) => spawn_file_reader(file, start, end),
+            State::Running(rx) => rx,
+        };
+        rx.recv().await.map(|item| (item, State::Running(rx)))
+    })
+}
+
+fn spawn_file_reader(
+    file: std::sync::Arc<std::fs::File>,
+    start: u64,
+    end: u64,
+) -> tokio::sync::mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
     tokio::spawn(async move {
-        let file = std::sync::Arc::new(file);
         let mut pos = start;
         while pos < end {
             let want = usize::try_from((end - pos).min(FILE_CHUNK as u64)).unwrap_or(FILE_CHUNK);
@@ -253,9 +286,7 @@ fn file_stream(
             pos += want as u64;
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
+    rx
 }
 
 /// Chunks queued ahead of the socket per file-backed response (memory per
@@ -367,8 +398,9 @@ pub async fn serve_object(
             None
         };
         if let Some((file, base)) = unverified {
-            let stream = file_stream(file, base + start, base + end);
-            return finish(
+            let file = std::sync::Arc::new(file);
+            let stream = file_stream(file.clone(), base + start, base + end);
+            let mut resp = finish(
                 Body::from_stream(stream),
                 status,
                 content_type,
@@ -376,7 +408,13 @@ pub async fn serve_object(
                 start,
                 end,
                 len,
-            );
+            )?;
+            resp.extensions_mut().insert(ZeroCopyFile {
+                file,
+                offset: base + start,
+                len: end - start,
+            });
+            return Ok(resp);
         }
         let mut reader = if status == StatusCode::OK {
             object.reader()

@@ -61,6 +61,13 @@ pub struct Args {
     /// (`KURA_SCRUB_BYTES_PER_SECOND`). `unlimited` verifies every read.
     #[arg(long, env = "KURA_VERIFY_READS_MAX_BYTES", default_value = "16MiB")]
     pub verify_reads_max_bytes: String,
+    /// Serve plain HTTP/1.1 object reads (GET/HEAD of the Gradle, Bazel,
+    /// ccache and Nx mount points) on a lean path that writes responses
+    /// itself, with `sendfile` for large objects; anything else on the
+    /// connection goes to the general HTTP stack. `off` sends every request
+    /// through the general stack.
+    #[arg(long, env = "KURA_HTTP_FAST_PATH", default_value = "on")]
+    pub http_fast_path: String,
     /// Background scrub rate: every stored object is re-read and its SHA-256
     /// checked at most this many bytes per second (corrupt objects are
     /// quarantined, and a mesh peer's copy replaces them); `0` disables it.
@@ -154,6 +161,9 @@ pub struct Config {
     pub limits: Limits,
     /// Largest object verified while streaming (`u64::MAX`: all).
     pub verify_reads_max: u64,
+    /// Whether plain HTTP/1.1 object reads take the fast path
+    /// (`KURA_HTTP_FAST_PATH`).
+    pub http_fast_path: bool,
     /// Background scrub rate in bytes/s (`None`: no scrubbing).
     pub scrub_rate: Option<u64>,
     /// Pause between scrub passes.
@@ -190,6 +200,7 @@ impl Config {
             node_url: None,
             limits: Limits::default(),
             verify_reads_max: DEFAULT_VERIFY_READS_MAX,
+            http_fast_path: true,
             scrub_rate: None,
             scrub_interval: Duration::from_secs(3600),
             capacity: Capacity::Unlimited,
@@ -369,6 +380,18 @@ impl Args {
                 0
             }),
         };
+        let http_fast_path = match self.http_fast_path.trim() {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            other => {
+                err(
+                    "--http-fast-path",
+                    "KURA_HTTP_FAST_PATH",
+                    format!("{other:?}: expected on or off"),
+                );
+                true
+            }
+        };
         let scrub_rate = match parse_bytes(self.scrub_bytes_per_second.trim()) {
             Ok(0) => None,
             Ok(n) => Some(n),
@@ -501,6 +524,7 @@ impl Args {
                 node_url: self.node_url.clone(),
                 limits,
                 verify_reads_max,
+                http_fast_path,
                 scrub_rate,
                 scrub_interval: Duration::from_secs(scrub_interval),
                 capacity,

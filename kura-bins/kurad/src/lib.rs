@@ -39,6 +39,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod fast;
 pub mod keys;
 pub mod mesh;
 pub mod metrics;

@@ -1,5 +1,7 @@
 //! Prometheus metrics, with the metric names of the node we replace.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -97,6 +99,24 @@ pub struct Metrics {
     pub scrub_corrupt: Counter,
     /// Replication metrics (`kura_replication_*`, `kura_outbox_messages`, …).
     pub mesh: crate::mesh::MeshMetrics,
+    /// `kura_http_fast_path_requests_total`: requests answered by the
+    /// HTTP/1.1 read fast path.
+    pub fast_requests: Counter,
+    /// `kura_http_fast_path_handoffs_total`: connections handed from the
+    /// fast path to the general HTTP stack.
+    pub fast_handoffs: Counter,
+    /// `kura_http_sendfile_bytes_total`: response bytes sent with `sendfile`.
+    pub sendfile_bytes: Counter,
+    /// Per-route handles of `requests` and `durations`, so recording a
+    /// request does not build label sets (two `String`s) every time.
+    route_handles: std::sync::RwLock<std::collections::HashMap<String, Arc<RouteHandles>>>,
+}
+
+/// The metric handles of one route.
+struct RouteHandles {
+    duration: Histogram,
+    /// `(method, status)` → counter; a handful per route.
+    counters: std::sync::Mutex<Vec<(http::Method, u16, Counter)>>,
 }
 
 impl Metrics {
@@ -221,9 +241,31 @@ impl Metrics {
             "Requests rejected with 503 (overload)",
             rejected.clone(),
         );
+        let fast_requests = Counter::default();
+        registry.register(
+            "http_fast_path_requests",
+            "Requests answered by the HTTP/1.1 read fast path",
+            fast_requests.clone(),
+        );
+        let fast_handoffs = Counter::default();
+        registry.register(
+            "http_fast_path_handoffs",
+            "Connections handed from the read fast path to the general HTTP stack",
+            fast_handoffs.clone(),
+        );
+        let sendfile_bytes = Counter::default();
+        registry.register(
+            "http_sendfile_bytes",
+            "Response bytes sent zero-copy from the blob file with sendfile",
+            sendfile_bytes.clone(),
+        );
         let mesh = crate::mesh::MeshMetrics::register(&mut registry);
         Self {
             mesh,
+            fast_requests,
+            fast_handoffs,
+            sendfile_bytes,
+            route_handles: std::sync::RwLock::default(),
             registry,
             requests,
             durations,
@@ -244,6 +286,59 @@ impl Metrics {
             scrub_bytes,
             scrub_corrupt,
         }
+    }
+
+    /// Counts one finished request in `kura_http_requests_total` and
+    /// `kura_http_request_duration_seconds`.
+    pub fn record_request(&self, route: &str, method: &http::Method, status: u16, secs: f64) {
+        let cached = self
+            .route_handles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(route)
+            .cloned();
+        let handles = match cached {
+            Some(h) => h,
+            None => {
+                let h = Arc::new(RouteHandles {
+                    duration: self
+                        .durations
+                        .get_or_create(&RouteLabels {
+                            route: route.to_owned(),
+                        })
+                        .clone(),
+                    counters: std::sync::Mutex::default(),
+                });
+                self.route_handles
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(route.to_owned())
+                    .or_insert(h)
+                    .clone()
+            }
+        };
+        handles.duration.observe(secs);
+        let mut counters = handles
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, c)) = counters
+            .iter()
+            .find(|(m, s, _)| *s == status && m == method)
+        {
+            c.inc();
+            return;
+        }
+        let c = self
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.as_str().to_owned(),
+                status,
+            })
+            .clone();
+        c.inc();
+        counters.push((method.clone(), status, c));
     }
 
     /// Refreshes the store gauges and renders the OpenMetrics text.

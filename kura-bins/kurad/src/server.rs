@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::app::{AppState, normalize_path, router};
+use crate::fast;
 use crate::reapi::{self, Dispatch};
 
 /// How long a client may take to send its request headers.
@@ -96,12 +97,20 @@ impl Server {
         };
         let grpc_loop = async {
             if let Some(l) = &self.grpc_listener {
-                accept_loop(l, &builder, &graceful, grpc_only, stop_rx.clone()).await;
+                accept_loop(l, &builder, &graceful, grpc_only, stop_rx.clone(), None).await;
             }
         };
+        let fast = self.state.config.http_fast_path.then_some(&self.state);
         tokio::join!(
             signal,
-            accept_loop(&self.listener, &builder, &graceful, public, stop_rx.clone()),
+            accept_loop(
+                &self.listener,
+                &builder,
+                &graceful,
+                public,
+                stop_rx.clone(),
+                fast
+            ),
             grpc_loop
         );
         drop(self.listener);
@@ -119,13 +128,16 @@ impl Server {
     }
 }
 
-/// Accepts connections until `stop` turns true.
+/// Accepts connections until `stop` turns true. With `fast`, each
+/// connection starts on the HTTP/1.1 read fast path ([`crate::fast`]) and
+/// moves to hyper when it needs more.
 async fn accept_loop(
     listener: &TcpListener,
     builder: &Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     app: App,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    fast: Option<&Arc<AppState>>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -148,10 +160,24 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-        let conn = graceful.watch(conn.into_owned());
+        // Taken now, so shutdown waits for this connection from the start
+        // (also while it is on the fast path).
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let fast = fast.cloned();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let io = match fast {
+                Some(state) => {
+                    match fast::serve(&state, tcp, HEADER_READ_TIMEOUT, &mut stop).await {
+                        fast::End::Closed => return,
+                        fast::End::HandOff(io) => io,
+                    }
+                }
+                None => fast::Prefixed::new(tcp),
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

@@ -1,0 +1,691 @@
+//! The HTTP/1.1 read fast path.
+//!
+//! Most of a build cache's traffic is plain HTTP/1.1 `GET`s of small objects
+//! on keep-alive connections. Going through hyper, axum's router and its
+//! middleware costs about as much CPU as the store read itself, so a new
+//! connection starts here instead: this module reads request heads itself
+//! (with `httparse`), answers `GET`/`HEAD` of the Gradle, Bazel, ccache and Nx
+//! mount points by calling the **same** handler functions as the router, and
+//! writes the response itself: head and small body in one `writev`, large
+//! unverified objects with `sendfile` straight from the blob file.
+//!
+//! Anything else — another method or route, a request body, `Expect`,
+//! `Upgrade`, HTTP/1.0, the h2c preface, a query string, percent-encoded or
+//! unusual paths, a malformed head — hands the connection over to the
+//! general stack (hyper + axum) *before any side effect*, replaying the bytes
+//! already read, and the connection stays there. So the fast path only ever
+//! answers requests whose handling it shares with the router; the tests
+//! compare both paths response by response.
+//!
+//! Behaviour the general stack has and this one keeps: the request id, the
+//! in-flight limit (503 with `Retry-After`), request metrics and the tracing
+//! span, the header read timeout (which also closes idle keep-alive
+//! connections), `Connection: close`, the `date` header and graceful shutdown
+//! (an idle connection closes when the server stops; a request being served
+//! is finished first).
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::app::{self, AppState, REQUEST_ID};
+use crate::body::ZeroCopyFile;
+use crate::keys::DEFAULT_NAMESPACE;
+
+/// Longest request head the fast path reads before handing the connection
+/// over (hyper then applies its own limits and errors).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Most header lines the fast path parses (more: hand-over).
+const MAX_HEADERS: usize = 48;
+
+/// Bytes asked of one `sendfile` call.
+const SENDFILE_CHUNK: usize = 8 << 20;
+
+/// How a connection left the fast path.
+pub enum End {
+    /// Closed (client gone, timeout, shutdown or `Connection: close`).
+    Closed,
+    /// The general stack must serve the rest; the bytes already read are
+    /// replayed first.
+    HandOff(Prefixed),
+}
+
+/// A route the fast path serves: the router's template (the metrics label)
+/// and the handler's path parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/cache/{key}`.
+    Gradle {
+        /// `{key}`.
+        key: &'a str,
+    },
+    /// `/bazel/{kind}/{hash}`.
+    Bazel {
+        /// `{kind}`.
+        kind: &'a str,
+        /// `{hash}`.
+        hash: &'a str,
+    },
+    /// `/ccache/{*path}`.
+    Ccache {
+        /// `{*path}`.
+        path: &'a str,
+    },
+    /// `/v1/cache/{hash}` (GET only).
+    Nx {
+        /// `{hash}`.
+        hash: &'a str,
+    },
+}
+
+impl Route<'_> {
+    /// The router's template of this route (under `/ns/{namespace}` when
+    /// `namespaced`), used as the metrics label like the router's
+    /// `MatchedPath`.
+    pub fn template(&self, namespaced: bool) -> &'static str {
+        match (self, namespaced) {
+            (Route::Gradle { .. }, false) => "/cache/{key}",
+            (Route::Gradle { .. }, true) => "/ns/{namespace}/cache/{key}",
+            (Route::Bazel { .. }, false) => "/bazel/{kind}/{hash}",
+            (Route::Bazel { .. }, true) => "/ns/{namespace}/bazel/{kind}/{hash}",
+            (Route::Ccache { .. }, false) => "/ccache/{*path}",
+            (Route::Ccache { .. }, true) => "/ns/{namespace}/ccache/{*path}",
+            (Route::Nx { .. }, false) => "/v1/cache/{hash}",
+            (Route::Nx { .. }, true) => "/ns/{namespace}/v1/cache/{hash}",
+        }
+    }
+}
+
+/// Splits a request target into `(namespace, route)` when it is one the fast
+/// path serves exactly as the router would; `None` means "hand over".
+///
+/// Conservative by design: a query, a fragment, `%`, `//`, an empty or
+/// trailing segment, or any other route is `None`, even where the router
+/// would also answer, so the two can never disagree on what a path means.
+pub fn parse_target(target: &str) -> Option<(Option<&str>, Route<'_>)> {
+    if !target.starts_with('/')
+        || target.contains("//")
+        || target
+            .bytes()
+            .any(|b| matches!(b, b'?' | b'#' | b'%') || !b.is_ascii_graphic())
+    {
+        return None;
+    }
+    let (ns, rest) = match target.strip_prefix("/ns/") {
+        Some(after) => {
+            let slash = after.find('/')?;
+            let (ns, rest) = after.split_at(slash);
+            (Some(ns), rest)
+        }
+        None => (None, target),
+    };
+    if ns.is_some_and(str::is_empty) {
+        return None;
+    }
+    let single = |s: &'static str| {
+        rest.strip_prefix(s)
+            .filter(|k| !k.is_empty() && !k.contains('/'))
+    };
+    let route = if let Some(key) = single("/cache/") {
+        Route::Gradle { key }
+    } else if let Some(hash) = single("/v1/cache/") {
+        Route::Nx { hash }
+    } else if let Some(kh) = rest.strip_prefix("/bazel/") {
+        let (kind, hash) = kh.split_once('/')?;
+        if kind.is_empty() || hash.is_empty() || hash.contains('/') {
+            return None;
+        }
+        Route::Bazel { kind, hash }
+    } else if let Some(path) = rest.strip_prefix("/ccache/") {
+        if path.is_empty() || path.ends_with('/') {
+            return None;
+        }
+        Route::Ccache { path }
+    } else {
+        return None;
+    };
+    Some((ns, route))
+}
+
+/// What the fast path decided about one parsed request head.
+struct Accepted {
+    head_len: usize,
+    head: bool,
+    close: bool,
+    target: (usize, usize),
+    headers: HeaderMap,
+}
+
+/// Parses the buffered bytes: `Ok(None)` when the head is incomplete,
+/// `Err(())` when the connection must be handed over.
+fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
+    // The h2c preface (and anything that is not a request line we know)
+    // goes to the general stack, which speaks every protocol on the port.
+    if buf.starts_with(b"PRI ") || b"PRI ".starts_with(buf) {
+        return Err(());
+    }
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut storage);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= MAX_HEAD {
+                Err(())
+            } else {
+                Ok(None)
+            };
+        }
+        Err(_) => return Err(()),
+    };
+    let head = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Err(()),
+    };
+    if req.version != Some(1) {
+        return Err(());
+    }
+    let path = req.path.ok_or(())?;
+    let Some((_, route)) = parse_target(path) else {
+        return Err(());
+    };
+    if head && matches!(route, Route::Nx { .. }) {
+        // The router answers HEAD on GET-only routes by running the GET
+        // handler and dropping the body: rare, left to it.
+        return Err(());
+    }
+    let mut close = false;
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| ())?;
+        if name == header::CONTENT_LENGTH {
+            if value.as_bytes().trim_ascii() != b"0" {
+                return Err(());
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::UPGRADE
+        {
+            return Err(());
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    return Err(());
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    // Where the target sits in the buffer, to borrow it again from the
+    // frozen head after the parser's borrows end.
+    let start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    Ok(Some(Accepted {
+        head_len,
+        head,
+        close,
+        target: (start, start + path.len()),
+        headers,
+    }))
+}
+
+/// A TCP connection whose first bytes were already read: they are replayed
+/// before the socket's (for the hand-over to hyper).
+pub struct Prefixed {
+    prefix: Bytes,
+    tcp: TcpStream,
+}
+
+impl Prefixed {
+    /// A connection nothing was read from yet.
+    pub fn new(tcp: TcpStream) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            tcp,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Serves a fresh connection until it closes or must be handed over.
+/// `stop` turns true when the server shuts down.
+pub async fn serve(
+    state: &Arc<AppState>,
+    mut tcp: TcpStream,
+    header_timeout: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> End {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        // Read until one request head is complete.
+        let deadline = tokio::time::Instant::now() + header_timeout;
+        let accepted = loop {
+            if !buf.is_empty() {
+                match accept(&buf) {
+                    Ok(Some(a)) => break a,
+                    Ok(None) => {}
+                    Err(()) => return hand_off(state, buf, tcp),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            let idle = buf.is_empty();
+            tokio::select! {
+                read = tcp.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {}
+                },
+                () = tokio::time::sleep_until(deadline) => return End::Closed,
+                _ = stop.wait_for(|s| *s), if idle => return End::Closed,
+            }
+        };
+        let head = buf.split_to(accepted.head_len).freeze();
+        let target = head
+            .get(accepted.target.0..accepted.target.1)
+            .and_then(|t| std::str::from_utf8(t).ok());
+        let Some((ns, route)) = target.and_then(parse_target) else {
+            // Cannot happen (accept checked it); close rather than guess.
+            return End::Closed;
+        };
+        let close = accepted.close;
+        match respond(state, &mut tcp, ns, route, accepted).await {
+            Ok(()) if !close => {}
+            _ => {
+                let _ = tcp.shutdown().await;
+                return End::Closed;
+            }
+        }
+    }
+}
+
+fn hand_off(state: &AppState, buf: BytesMut, tcp: TcpStream) -> End {
+    state.metrics.fast_handoffs.inc();
+    End::HandOff(Prefixed {
+        prefix: buf.freeze(),
+        tcp,
+    })
+}
+
+/// Answers one accepted request, exactly as the router's middleware and
+/// handlers would, and writes the response.
+async fn respond(
+    state: &Arc<AppState>,
+    tcp: &mut TcpStream,
+    ns: Option<&str>,
+    route: Route<'_>,
+    req: Accepted,
+) -> io::Result<()> {
+    let start = Instant::now();
+    let method = if req.head { Method::HEAD } else { Method::GET };
+    let template = route.template(ns.is_some());
+    let (guard, admitted) = state.enter();
+    let request_id = state.request_id(&req.headers);
+    let span =
+        tracing::info_span!("request", id = %request_id, method = %method, route = %template);
+    let mut resp = if admitted {
+        let ns = ns.unwrap_or(DEFAULT_NAMESPACE);
+        let headers = &req.headers;
+        let work = async {
+            match route {
+                Route::Gradle { key } => app::gradle_read(state, ns, key, req.head, headers).await,
+                Route::Bazel { kind, hash } => {
+                    app::bazel_read(state, ns, kind, hash, req.head, headers).await
+                }
+                Route::Ccache { path } => {
+                    app::ccache_read(state, ns, path, req.head, headers).await
+                }
+                Route::Nx { hash } => app::nx_read(state, ns, hash, headers).await,
+            }
+        };
+        tracing::Instrument::instrument(work, span.clone()).await
+    } else {
+        app::overloaded()
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        let elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(status, elapsed_us, "request done");
+    });
+    state
+        .metrics
+        .record_request(template, &method, status, start.elapsed().as_secs_f64());
+    state.metrics.fast_requests.inc();
+    let written = write_response(state, tcp, resp, req.head, req.close).await;
+    drop(guard);
+    written
+}
+
+/// Serialises a response the way hyper does for HTTP/1.1: status line,
+/// the headers, `content-length` from an exact body size when missing
+/// (chunked otherwise), `connection: close` when the client asked, and
+/// `date`; no body for `HEAD`, 1xx, 204 and 304.
+async fn write_response(
+    state: &AppState,
+    tcp: &mut TcpStream,
+    resp: Response,
+    head_req: bool,
+    close: bool,
+) -> io::Result<()> {
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = head_req
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let zero_copy = if bodiless {
+        None
+    } else {
+        parts.extensions.get::<ZeroCopyFile>().cloned()
+    };
+    let exact = http_body::Body::size_hint(&body).exact();
+    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // The router sets `content-length` from an exact body size (also for
+    // HEAD, where it then drops the body); hyper frames the rest.
+    let chunked = if has_length {
+        false
+    } else if head_req {
+        if let Some(n) = exact {
+            push_length(&mut out, n);
+        }
+        false
+    } else if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        false
+    } else if let Some(n) = exact {
+        push_length(&mut out, n);
+        false
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        true
+    };
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        http_date(&mut out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    if bodiless {
+        return tcp.write_all(&out).await;
+    }
+    if let Some(zc) = zero_copy {
+        drop(body);
+        tcp.write_all(&out).await?;
+        return send_file(state, tcp, &zc).await;
+    }
+    let mut frames = body.into_data_stream();
+    let mut pending = Some(out);
+    while let Some(frame) = frames.next().await {
+        let data = frame.map_err(io::Error::other)?;
+        if data.is_empty() {
+            continue;
+        }
+        let mut head = pending.take().unwrap_or_default();
+        if chunked {
+            head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            write_all2(tcp, &head, &data).await?;
+            tcp.write_all(b"\r\n").await?;
+        } else {
+            write_all2(tcp, &head, &data).await?;
+        }
+    }
+    let mut tail = pending.take().unwrap_or_default();
+    if chunked {
+        tail.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !tail.is_empty() {
+        tcp.write_all(&tail).await?;
+    }
+    Ok(())
+}
+
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `a` then `b` with as few `writev` calls as the socket allows.
+async fn write_all2(tcp: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = tcp
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = a.get(from_a..).unwrap_or_default();
+        b = b.get(n - from_a..).unwrap_or_default();
+    }
+    tcp.write_all(b).await
+}
+
+/// Sends a blob file range with `sendfile(2)`: the bytes go from the page
+/// cache to the socket without passing through this process.
+async fn send_file(state: &AppState, tcp: &TcpStream, zc: &ZeroCopyFile) -> io::Result<()> {
+    // Ask the kernel to start reading the range now (a hint; errors ignored).
+    let _ = rustix::fs::fadvise(
+        &*zc.file,
+        zc.offset,
+        std::num::NonZeroU64::new(zc.len),
+        rustix::fs::Advice::WillNeed,
+    );
+    let mut offset = zc.offset;
+    let end = zc.offset + zc.len;
+    while offset < end {
+        let want = usize::try_from(end - offset)
+            .unwrap_or(SENDFILE_CHUNK)
+            .min(SENDFILE_CHUNK);
+        tcp.writable().await?;
+        let sent = tcp.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(tcp, &*zc.file, Some(&mut offset), want).map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob file ended before its recorded length",
+                ));
+            }
+            Ok(n) => {
+                state.metrics.sendfile_bytes.inc_by(n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Appends the current time as an IMF-fixdate (`Thu, 26 Nov 2026 08:43:24
+/// GMT`), formatted once per second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(c.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("/cache/abc"),
+            Some((None, Route::Gradle { key: "abc" }))
+        );
+        assert_eq!(
+            parse_target("/ns/android/cache/abc"),
+            Some((Some("android"), Route::Gradle { key: "abc" }))
+        );
+        assert_eq!(
+            parse_target("/bazel/cas/00ff"),
+            Some((
+                None,
+                Route::Bazel {
+                    kind: "cas",
+                    hash: "00ff"
+                }
+            ))
+        );
+        assert_eq!(
+            parse_target("/ccache/70/814"),
+            Some((None, Route::Ccache { path: "70/814" }))
+        );
+        assert_eq!(
+            parse_target("/v1/cache/h"),
+            Some((None, Route::Nx { hash: "h" }))
+        );
+        for bad in [
+            "/cache/",
+            "/cache/a/b",
+            "/cache/a?x=1",
+            "/cache/a%2f",
+            "//cache/a",
+            "/ns//cache/a",
+            "/ns/x",
+            "/bazel/cas",
+            "/bazel/cas/",
+            "/bazel/cas/a/b",
+            "/ccache/",
+            "/ccache/a/",
+            "/v8/artifacts/x",
+            "/up",
+            "cache/a",
+            "/cache/a b",
+        ] {
+            assert_eq!(parse_target(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn accept_rules() {
+        let ok = accept(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!ok.head && !ok.close);
+        assert!(
+            accept(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n")
+                .unwrap()
+                .is_none()
+        );
+        let c = accept(b"HEAD /cache/k HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(c.head && c.close);
+        for bad in [
+            &b"PUT /cache/k HTTP/1.1\r\n\r\n"[..],
+            b"GET /cache/k HTTP/1.0\r\n\r\n",
+            b"GET /cache/k HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /cache/k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /cache/k HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /cache/k HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            b"HEAD /v1/cache/k HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"PR",
+            b"GET /up HTTP/1.1\r\n\r\n",
+            b"GET /cache/k HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ] {
+            assert!(accept(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let long = [
+            b"GET /cache/k HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; MAX_HEAD],
+        ]
+        .concat();
+        assert!(accept(&long).is_err());
+    }
+}
