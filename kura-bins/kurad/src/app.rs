@@ -481,15 +481,22 @@ async fn gradle_put(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let key = p.get("key").map_or("", String::as_str);
+    gradle_write(&s, ns_param(&p), key, &headers, body).await
+}
+
+/// PUT of a Gradle entry (shared by the router and the fast path).
+pub(crate) async fn gradle_write(
+    s: &AppState,
+    ns: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let r = async {
-        let t = Target::new(
-            &s,
-            Kind::Gradle,
-            ns_param(&p),
-            keys::segment(param(&p, "key")?)?,
-        )?;
-        let ct = content_type(&headers);
-        write_object(&s, &t, &headers, body, PutOptions::new(Existing::Keep, &ct)).await?;
+        let t = Target::new(s, Kind::Gradle, ns, keys::segment(key)?)?;
+        let ct = content_type(headers);
+        write_object(s, &t, headers, body, PutOptions::new(Existing::Keep, &ct)).await?;
         Ok(StatusCode::CREATED.into_response())
     };
     respond(r.await)
@@ -597,17 +604,31 @@ async fn bazel_put(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let kind = p.get("kind").map_or("", String::as_str);
+    let hash = p.get("hash").map_or("", String::as_str);
+    bazel_write(&s, ns_param(&p), kind, hash, &headers, body).await
+}
+
+/// PUT of a Bazel AC or CAS entry (shared by the router and the fast path).
+pub(crate) async fn bazel_write(
+    s: &AppState,
+    ns: &str,
+    kind: &str,
+    hash: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let r = async {
-        let kind = bazel_kind(param(&p, "kind")?)?;
-        let hash = keys::sha256_hex(param(&p, "hash")?)?;
-        let t = Target::new(&s, kind, ns_param(&p), hash)?;
+        let kind = bazel_kind(kind)?;
+        let hash = keys::sha256_hex(hash)?;
+        let t = Target::new(s, kind, ns, hash)?;
         match kind {
             Kind::BazelCas => {
                 let digest = Digest::from_hex(hash).map_err(ApiError::from)?;
                 write_object(
-                    &s,
+                    s,
                     &t,
-                    &headers,
+                    headers,
                     body,
                     PutOptions {
                         expected_digest: Some(digest),
@@ -617,9 +638,9 @@ async fn bazel_put(
                 .await?;
             }
             _ => {
-                authorize(&s, &headers, &t.ns, true, Style::Json)?;
+                authorize(s, headers, &t.ns, true, Style::Json)?;
                 let limit = Kind::BazelAc.limit(&s.config).min(64 << 20);
-                let data = collect(&s, &headers, body, limit, Style::Json).await?;
+                let data = collect(s, headers, body, limit, Style::Json).await?;
                 let digests = ac::action_result_digests(&data)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let mut refs = Vec::new();
@@ -640,9 +661,9 @@ async fn bazel_put(
                     .with_refs(refs);
                 let len = data.len() as u64;
                 match s.store.put(req, body_from_bytes(data)).await {
-                    Ok(_) => count(&s, kind, false, "ok", len),
+                    Ok(_) => count(s, kind, false, "ok", len),
                     Err(e) => {
-                        count(&s, kind, false, "error", 0);
+                        count(s, kind, false, "error", 0);
                         return Err(e.into());
                     }
                 }
@@ -670,7 +691,7 @@ async fn ccache_any(
         let key = keys::ccache_key(param(&p, "path")?)?;
         let t = Target::new(&s, Kind::Ccache, ns_param(&p), &key)?;
         match method {
-            Method::PUT => replace_object(&s, &t, &headers, body).await,
+            Method::PUT => Ok(ccache_write(&s, ns_param(&p), &key, &headers, body).await),
             Method::DELETE => {
                 authorize(&s, &headers, &t.ns, true, Style::Json)?;
                 if s.store.delete(&t.id).await? {
@@ -703,6 +724,46 @@ pub(crate) async fn ccache_read(
         read_object(s, &t, headers, head, OCTET).await
     };
     respond(r.await)
+}
+
+/// PUT of a ccache entry whose key was already joined from its path
+/// (shared by the router and the fast path).
+pub(crate) async fn ccache_write(
+    s: &AppState,
+    ns: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let r = async {
+        let t = Target::new(s, Kind::Ccache, ns, key)?;
+        replace_object(s, &t, headers, body).await
+    };
+    respond(r.await)
+}
+
+/// PUT of a ccache entry by request path, any layout (the fast path's entry).
+pub(crate) async fn ccache_put(
+    s: &AppState,
+    ns: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match keys::ccache_key(path) {
+        Ok(key) => ccache_write(s, ns, &key, headers, body).await,
+        Err(e) => respond(Err(e)),
+    }
+}
+
+/// The body limit of PUTs on the fast path's routes: the smallest of the
+/// limits that apply to them.
+pub(crate) fn fast_put_limit(c: &Config) -> u64 {
+    Kind::Gradle
+        .limit(c)
+        .min(Kind::Ccache.limit(c))
+        .min(Kind::BazelCas.limit(c))
+        .min(Kind::Nx.limit(c))
 }
 
 // ---------------------------------------------------------------- Turborepo
@@ -946,20 +1007,32 @@ async fn nx_put(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let hash = p.get("hash").map_or("", String::as_str);
+    nx_write(&s, ns_param(&p), hash, &headers, body).await
+}
+
+/// PUT of an Nx entry (shared by the router and the fast path).
+pub(crate) async fn nx_write(
+    s: &AppState,
+    ns: &str,
+    hash: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let r = async {
-        let hash = keys::segment(param(&p, "hash")?).map_err(|e| e.styled(Style::Text))?;
-        let t = Target::new(&s, Kind::Nx, ns_param(&p), hash)?;
+        let hash = keys::segment(hash).map_err(|e| e.styled(Style::Text))?;
+        let t = Target::new(s, Kind::Nx, ns, hash)?;
         if !headers.contains_key(header::CONTENT_LENGTH) {
-            authorize(&s, &headers, &t.ns, true, Style::Text)?;
+            authorize(s, headers, &t.ns, true, Style::Text)?;
             return Err(
                 ApiError::new(StatusCode::LENGTH_REQUIRED, "Content-Length is required")
                     .styled(Style::Text),
             );
         }
         write_object(
-            &s,
+            s,
             &t,
-            &headers,
+            headers,
             body,
             PutOptions::new(Existing::Conflict, OCTET),
         )

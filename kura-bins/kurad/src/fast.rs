@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
@@ -47,6 +48,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 
 /// Most header lines the fast path parses (more: hand-over).
 const MAX_HEADERS: usize = 48;
+
+/// Largest request body the fast path reads into memory (a `PUT` with a
+/// larger `Content-Length` is handed over, and streams to the store there).
+pub const MAX_FAST_BODY: u64 = 1 << 20;
 
 /// Bytes asked of one `sendfile` call.
 const SENDFILE_CHUNK: usize = 8 << 20;
@@ -157,10 +162,19 @@ pub fn parse_target(target: &str) -> Option<(Option<&str>, Route<'_>)> {
     Some((ns, route))
 }
 
+/// The methods the fast path answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Head,
+    /// With the body's declared length.
+    Put(u64),
+}
+
 /// What the fast path decided about one parsed request head.
 struct Accepted {
     head_len: usize,
-    head: bool,
+    verb: Verb,
     close: bool,
     target: (usize, usize),
     headers: HeaderMap,
@@ -187,30 +201,31 @@ fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
         }
         Err(_) => return Err(()),
     };
-    let head = match req.method {
-        Some("GET") => false,
-        Some("HEAD") => true,
-        _ => return Err(()),
-    };
-    if req.version != Some(1) {
+    let method = req.method.ok_or(())?;
+    if !matches!(method, "GET" | "HEAD" | "PUT") || req.version != Some(1) {
         return Err(());
     }
     let path = req.path.ok_or(())?;
     let Some((_, route)) = parse_target(path) else {
         return Err(());
     };
-    if head && matches!(route, Route::Nx { .. }) {
+    if method == "HEAD" && matches!(route, Route::Nx { .. }) {
         // The router answers HEAD on GET-only routes by running the GET
         // handler and dropping the body: rare, left to it.
         return Err(());
     }
     let mut close = false;
+    let mut length: Option<u64> = None;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| ())?;
         if name == header::CONTENT_LENGTH {
-            if value.as_bytes().trim_ascii() != b"0" {
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(())?;
+            if length.replace(n).is_some() {
                 return Err(());
             }
         } else if name == header::TRANSFER_ENCODING
@@ -230,12 +245,20 @@ fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
         }
         headers.append(name, value);
     }
+    let verb = match (method, length) {
+        ("GET", None | Some(0)) => Verb::Get,
+        ("HEAD", None | Some(0)) => Verb::Head,
+        // PUTs declare their length and are small enough to buffer; the
+        // rest (chunked, `Expect`, large) stream through the general stack.
+        ("PUT", Some(n)) if n <= MAX_FAST_BODY => Verb::Put(n),
+        _ => return Err(()),
+    };
     // Where the target sits in the buffer, to borrow it again from the
     // frozen head after the parser's borrows end.
     let start = path.as_ptr() as usize - buf.as_ptr() as usize;
     Ok(Some(Accepted {
         head_len,
-        head,
+        verb,
         close,
         target: (start, start + path.len()),
         headers,
@@ -338,7 +361,34 @@ pub async fn serve(
                 _ = stop.wait_for(|s| *s), if idle => return End::Closed,
             }
         };
+        let body = match accepted.verb {
+            Verb::Put(n) => {
+                if n > app::fast_put_limit(&state.config) {
+                    // The general stack answers 413 before reading it.
+                    return hand_off(state, buf, tcp);
+                }
+                let want = accepted.head_len + usize::try_from(n).unwrap_or(usize::MAX);
+                buf.reserve(want.saturating_sub(buf.len()));
+                while buf.len() < want {
+                    // A body that stops arriving is cut like the general
+                    // stack's stall timeout; a short body is never stored.
+                    let read =
+                        tokio::time::timeout(state.config.body_timeout, tcp.read_buf(&mut buf))
+                            .await;
+                    match read {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return End::Closed,
+                    }
+                }
+                Some(n)
+            }
+            Verb::Get | Verb::Head => None,
+        };
         let head = buf.split_to(accepted.head_len).freeze();
+        let body = match body {
+            Some(n) => Body::from(buf.split_to(usize::try_from(n).unwrap_or(0)).freeze()),
+            None => Body::empty(),
+        };
         let target = head
             .get(accepted.target.0..accepted.target.1)
             .and_then(|t| std::str::from_utf8(t).ok());
@@ -347,7 +397,7 @@ pub async fn serve(
             return End::Closed;
         };
         let close = accepted.close;
-        match respond(state, &mut tcp, ns, route, accepted).await {
+        match respond(state, &mut tcp, ns, route, accepted, body).await {
             Ok(()) if !close => {}
             _ => {
                 let _ = tcp.shutdown().await;
@@ -373,9 +423,15 @@ async fn respond(
     ns: Option<&str>,
     route: Route<'_>,
     req: Accepted,
+    body: Body,
 ) -> io::Result<()> {
     let start = Instant::now();
-    let method = if req.head { Method::HEAD } else { Method::GET };
+    let method = match req.verb {
+        Verb::Get => Method::GET,
+        Verb::Head => Method::HEAD,
+        Verb::Put(_) => Method::PUT,
+    };
+    let head = req.verb == Verb::Head;
     let template = route.template(ns.is_some());
     let (guard, admitted) = state.enter();
     let request_id = state.request_id(&req.headers);
@@ -384,16 +440,29 @@ async fn respond(
     let mut resp = if admitted {
         let ns = ns.unwrap_or(DEFAULT_NAMESPACE);
         let headers = &req.headers;
+        let put = matches!(req.verb, Verb::Put(_));
         let work = async {
-            match route {
-                Route::Gradle { key } => app::gradle_read(state, ns, key, req.head, headers).await,
-                Route::Bazel { kind, hash } => {
-                    app::bazel_read(state, ns, kind, hash, req.head, headers).await
+            match (route, put) {
+                (Route::Gradle { key }, false) => {
+                    app::gradle_read(state, ns, key, head, headers).await
                 }
-                Route::Ccache { path } => {
-                    app::ccache_read(state, ns, path, req.head, headers).await
+                (Route::Gradle { key }, true) => {
+                    app::gradle_write(state, ns, key, headers, body).await
                 }
-                Route::Nx { hash } => app::nx_read(state, ns, hash, headers).await,
+                (Route::Bazel { kind, hash }, false) => {
+                    app::bazel_read(state, ns, kind, hash, head, headers).await
+                }
+                (Route::Bazel { kind, hash }, true) => {
+                    app::bazel_write(state, ns, kind, hash, headers, body).await
+                }
+                (Route::Ccache { path }, false) => {
+                    app::ccache_read(state, ns, path, head, headers).await
+                }
+                (Route::Ccache { path }, true) => {
+                    app::ccache_put(state, ns, path, headers, body).await
+                }
+                (Route::Nx { hash }, false) => app::nx_read(state, ns, hash, headers).await,
+                (Route::Nx { hash }, true) => app::nx_write(state, ns, hash, headers, body).await,
             }
         };
         tracing::Instrument::instrument(work, span.clone()).await
@@ -412,7 +481,7 @@ async fn respond(
         .metrics
         .record_request(template, &method, status, start.elapsed().as_secs_f64());
     state.metrics.fast_requests.inc();
-    let written = write_response(state, tcp, resp, req.head, req.close).await;
+    let written = write_response(state, tcp, resp, head, req.close).await;
     drop(guard);
     written
 }
@@ -656,7 +725,11 @@ mod tests {
         let ok = accept(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(!ok.head && !ok.close);
+        assert!(ok.verb == Verb::Get && !ok.close);
+        let put = accept(b"PUT /cache/k HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(put.verb, Verb::Put(3));
         assert!(
             accept(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n")
                 .unwrap()
@@ -665,9 +738,14 @@ mod tests {
         let c = accept(b"HEAD /cache/k HTTP/1.1\r\nConnection: close\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(c.head && c.close);
+        assert!(c.verb == Verb::Head && c.close);
         for bad in [
             &b"PUT /cache/k HTTP/1.1\r\n\r\n"[..],
+            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
+            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
+            b"POST /cache/k HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            b"DELETE /ccache/k HTTP/1.1\r\n\r\n",
             b"GET /cache/k HTTP/1.0\r\n\r\n",
             b"GET /cache/k HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /cache/k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",

@@ -323,6 +323,103 @@ fn bazel_ac_naming(hash: &str) -> Vec<u8> {
     result.encode_to_vec()
 }
 
+/// [`both`] for requests with side effects: `req(tag)` builds the request for
+/// the fast path (`tag` = "f") and for the general stack ("g"), so each
+/// writes its own keys.
+async fn both_put(addr: SocketAddr, req: impl Fn(&str) -> String) -> (Resp, Resp) {
+    let before = metric(addr, FAST).await;
+    let mut fast = Conn::open(addr).await;
+    let a = fast.exchange(&req("f")).await;
+    assert_eq!(metric(addr, FAST).await, before + 1, "{:?}", req("f"));
+    let mut general = Conn::open(addr).await;
+    general
+        .exchange("OPTIONS /up HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    let b = general.exchange(&req("g")).await;
+    assert_eq!(metric(addr, FAST).await, before + 1);
+    (a, b)
+}
+
+fn put_req(target: &str, body: &[u8], extra: &str) -> String {
+    format!(
+        "PUT {target} HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n{extra}\r\n{}",
+        body.len(),
+        String::from_utf8(body.to_vec()).unwrap()
+    )
+}
+
+/// Builds a request for a tag.
+type Case<'a> = Box<dyn Fn(&str) -> String + 'a>;
+
+#[tokio::test]
+async fn writes_answer_alike_on_both_paths() {
+    let s = TestServer::start_with(|c| c.limits.gradle = 1000).await;
+    let body = b"some cached output".to_vec();
+    let digest = sha256_hex(&body);
+    // The tag goes into the namespace (never echoed in error messages), so
+    // both paths write to their own keys and still get comparable answers.
+    let cases: Vec<Case<'_>> = vec![
+        Box::new(|t| put_req(&format!("/ns/t{t}/cache/new"), &body, "")),
+        Box::new(|t| {
+            put_req(
+                &format!("/ns/a{t}/cache/new"),
+                &body,
+                "content-type: text/x\r\n",
+            )
+        }),
+        Box::new(|t| put_req(&format!("/ns/t{t}/cache/bad!"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/cache/.x"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/Bad!/cache/k{t}"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/bazel/cas/{digest}"), &body, "")),
+        Box::new(|t| {
+            put_req(
+                &format!("/ns/t{t}/bazel/cas/{}", sha256_hex(b"x")),
+                &body,
+                "",
+            )
+        }),
+        Box::new(|t| put_req(&format!("/ns/t{t}/bazel/ac/{digest}"), b"zz", "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/bazel/ac/{digest}"), b"", "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/bazel/zz/{digest}"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/ccache/ab/c"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/ccache/ab/c"), &body, "")), // replaced
+        Box::new(|t| put_req(&format!("/ns/t{t}/ccache/ab/../x"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/v1/cache/h"), &body, "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/v1/cache/h"), &body, "")), // now 409
+        Box::new(|t| put_req(&format!("/ns/t{t}/v1/cache/e"), b"", "")),
+        Box::new(|t| put_req(&format!("/ns/t{t}/cache/new"), &body, "")), // kept
+        // Over the Gradle limit: 413 from the general stack either way.
+        Box::new(|t| put_req(&format!("/ns/t{t}/cache/big"), &[b'a'; 1500], "")),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let over_limit = i == cases.len() - 1;
+        if over_limit {
+            // Handed over before reading the body: no fast request counted.
+            let before = metric(s.addr, FAST).await;
+            let mut c = Conn::open(s.addr).await;
+            let r = c.exchange(&case("f")).await;
+            assert_eq!(r.status, 413);
+            assert_eq!(metric(s.addr, FAST).await, before);
+            continue;
+        }
+        let (fast, general) = both_put(s.addr, case).await;
+        assert_eq!(fast, general, "{:?}", case("f"));
+    }
+    // What the fast path stored reads back through both paths.
+    let (a, b) = both(s.addr, "GET /ns/af/cache/new HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!((a.status, a.body.as_slice()), (200, body.as_slice()));
+    assert_eq!(a, b);
+    // A body cut short is never stored.
+    let mut c = Conn::open(s.addr).await;
+    c.send(b"PUT /cache/short HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nhalf")
+        .await;
+    c.tcp.shutdown().await.unwrap();
+    assert!(!c.fill().await, "closed without an answer");
+    let r = client().get(s.url("/cache/short")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn auth_answers_alike_on_both_paths() {
     let dir = tempfile::tempdir().unwrap();
@@ -343,6 +440,11 @@ async fn auth_answers_alike_on_both_paths() {
             let req = format!("GET {target} HTTP/1.1\r\nhost: t\r\n{auth}\r\n");
             let (fast, general) = both(s.addr, &req).await;
             assert_eq!(fast, general, "{req:?}");
+            let (fast, general) = both_put(s.addr, |t| {
+                put_req(&format!("{target}-{t}"), b"data", &auth)
+            })
+            .await;
+            assert_eq!(fast, general, "PUT {target} {auth:?}");
         }
     }
     s.stop().await;
@@ -369,9 +471,11 @@ async fn a_connection_moves_to_the_general_stack_and_keeps_working() {
     }
     assert_eq!(c.response(false).await.body, b"first");
     assert_eq!(metric(s.addr, FAST).await, before + 3);
-    // A PUT with a body on the same connection: handed over, stored.
+    // A chunked PUT on the same connection: handed over, stored.
     let r = c
-        .exchange("PUT /cache/b HTTP/1.1\r\nhost: t\r\ncontent-length: 6\r\n\r\nsecond")
+        .exchange(
+            "PUT /cache/b HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n",
+        )
         .await;
     assert_eq!(r.status, 201);
     // Later GETs on that connection are the general stack's, and right.
