@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use kura_store::{
-    Applied, Config, Digest, Hlc, Learned, ManualClock, MemBackend, NodeId, ObjectId,
+    Applied, Capacity, Config, Digest, Hlc, Learned, ManualClock, MemBackend, NodeId, ObjectId,
     ReplicatedRecord, Stats, Store, Version, body_from_bytes,
 };
 
@@ -269,6 +269,39 @@ async fn cache_stays_within_its_byte_bound() {
         "{s:?}"
     );
     assert!(s.read_cache_hits >= 900);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn capacity_eviction_drops_cached_copies() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut c = config(&clock, 32 << 20);
+    c.capacity = Capacity::Bytes(20_000);
+    let store = Store::open(MemBackend::default(), c).await.unwrap();
+    let ids: Vec<ObjectId> = (0..12).map(|k| oid("e", &format!("k{k}"))).collect();
+    let mut evicted_while_cached = 0;
+    for (k, id) in ids.iter().enumerate() {
+        clock.advance(10);
+        store
+            .put_bytes(id.clone(), pattern(k as u64, 3000))
+            .await
+            .unwrap();
+        // Every key: what `get` returns (from the cache or not) is what redb holds.
+        for (j, other) in ids.iter().enumerate().take(k + 1) {
+            let cached_before = store.stats().read_cache_objects;
+            let head = store.head(other).unwrap();
+            match (store.get(other).await.unwrap(), head) {
+                (None, None) => evicted_while_cached += usize::from(cached_before > 0),
+                (Some(o), Some(h)) => {
+                    assert_eq!(*o.meta(), h);
+                    assert_eq!(o.read_all().await.unwrap(), pattern(j as u64, 3000));
+                }
+                (g, h) => panic!("{other}: get {:?}, head {h:?}", g.map(|o| o.meta().clone())),
+            }
+        }
+    }
+    assert!(store.stats().evictions > 0, "background eviction ran");
+    assert!(evicted_while_cached > 0);
     store.close().await.unwrap();
 }
 
