@@ -270,6 +270,14 @@ fn main() {
                 pct(&lat, 0.99),
             );
         }
+        let st = store.stats();
+        println!(
+            "read cache: {} hits, {} misses, {} objects, {:.1} MiB",
+            st.read_cache_hits,
+            st.read_cache_misses,
+            st.read_cache_objects,
+            st.read_cache_bytes as f64 / 1048576.0
+        );
         store.close().await.unwrap();
         }
 
