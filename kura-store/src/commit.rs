@@ -256,6 +256,10 @@ struct Effects {
     /// The batch did something the redo log does not record (eviction, quarantine, GC,
     /// trimming): it must be committed durably as a checkpoint.
     needs_checkpoint: bool,
+    /// Object rows written or removed (see [`Tables::touched`]).
+    touched: Vec<Vec<u8>>,
+    /// Object rows whose access time alone changed.
+    refreshed: Vec<ObjectMeta>,
 }
 
 /// How a batch was made durable.
@@ -285,6 +289,12 @@ struct Tables<'t> {
     /// Summary-node XOR deltas of this batch, written once at the end (a batch of writes to
     /// one namespace shares its upper nodes).
     summary_delta: HashMap<Vec<u8>, NodeHash>,
+    /// Objects rows written or removed in this batch (the read cache drops them once the
+    /// batch is visible). Every change to `objects` goes through [`Tables::put_object`],
+    /// [`Tables::remove_object`] or [`Tables::refresh_object`].
+    touched: Vec<Vec<u8>>,
+    /// Rows whose access time alone changed: cached entries are refreshed, not dropped.
+    refreshed: Vec<ObjectMeta>,
 }
 
 fn m<T>(op: &'static str) -> impl FnOnce(T) -> Error
@@ -311,7 +321,34 @@ impl<'t> Tables<'t> {
             ghosts: txn.open_table(GHOSTS).map_err(m(o))?,
             state: txn.open_table(STATE).map_err(m(o))?,
             summary_delta: HashMap::new(),
+            touched: Vec::new(),
+            refreshed: Vec::new(),
         })
+    }
+
+    /// Writes an object row.
+    fn put_object(&mut self, key: &[u8], meta: &ObjectMeta) -> Result<()> {
+        self.objects
+            .insert(key, meta.encode().as_slice())
+            .map_err(m("write object"))?;
+        self.touched.push(key.to_vec());
+        Ok(())
+    }
+
+    /// Rewrites an object row whose access time alone changed.
+    fn refresh_object(&mut self, key: &[u8], meta: ObjectMeta) -> Result<()> {
+        self.objects
+            .insert(key, meta.encode().as_slice())
+            .map_err(m("write object"))?;
+        self.refreshed.push(meta);
+        Ok(())
+    }
+
+    /// Removes an object row.
+    fn remove_object(&mut self, key: &[u8]) -> Result<()> {
+        self.objects.remove(key).map_err(m("remove object"))?;
+        self.touched.push(key.to_vec());
+        Ok(())
     }
 
     fn save_counters(&mut self, c: &Counters) -> Result<()> {
@@ -550,12 +587,7 @@ impl Committer {
     }
 
     fn access_due(&self) -> bool {
-        let n = self
-            .shared
-            .access
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
+        let n = self.shared.access.len();
         n > 0
             && (n >= 10_000
                 || self.last_access_flush.elapsed() >= self.shared.cfg.access_flush_interval)
@@ -651,8 +683,10 @@ impl Committer {
                 t.flush_summary()?;
                 c.redo_seq = batch.seq;
                 t.save_counters(&c)?;
+                fx.touched = std::mem::take(&mut t.touched);
             }
             txn.commit().map_err(m("commit"))?;
+            self.sync_read_cache(&mut fx);
             self.counters = c;
             for id in &fx.dead_files {
                 let _ = self.shared.backend.remove_blob(*id);
@@ -783,6 +817,10 @@ impl Committer {
             Ordering::Relaxed,
         );
         let b = self.shared.backend.clone();
+        // The batch is committed (visible to readers) or abandoned; either way no reply has
+        // been sent yet. Drop what the read cache holds of the rows it changed (refreshes
+        // first: a row refreshed and then rewritten in the same batch must go).
+        self.sync_read_cache(&mut fx);
         match res {
             Ok(kind) => {
                 self.counters = counters;
@@ -878,6 +916,8 @@ impl Committer {
                 }
             }
             t.flush_summary()?;
+            fx.touched = std::mem::take(&mut t.touched);
+            fx.refreshed = std::mem::take(&mut t.refreshed);
             let kind = if !use_redo {
                 if durable {
                     BatchKind::Synced
@@ -1006,6 +1046,19 @@ impl Committer {
             }
             Op::Checkpoint | Op::Shutdown => Ok(Outcome::Done),
         }
+    }
+
+    /// Brings the read cache in line with the object rows a batch changed.
+    fn sync_read_cache(&self, fx: &mut Effects) {
+        let s = &self.shared;
+        if !s.read_cache.enabled() {
+            return;
+        }
+        for meta in fx.refreshed.drain(..) {
+            s.read_cache.refresh(&s.sharding, meta);
+        }
+        s.read_cache.invalidate_encoded(&s.sharding, &fx.touched);
+        fx.touched.clear();
     }
 
     /// The database is durable up to now: the redo log can be emptied.
@@ -1188,9 +1241,7 @@ impl Committer {
             seq,
             blob: blob_id,
         };
-        t.objects
-            .insert(key.as_slice(), meta.encode().as_slice())
-            .map_err(m("write object"))?;
+        t.put_object(&key, &meta)?;
         t.lru
             .insert(lru_key(now, &key).as_slice(), p.len)
             .map_err(m("write lru"))?;
@@ -1216,9 +1267,7 @@ impl Committer {
         fx: &mut Effects,
     ) -> Result<()> {
         let key = meta.id.encode();
-        t.objects
-            .remove(key.as_slice())
-            .map_err(m("remove object"))?;
+        t.remove_object(&key)?;
         t.lru
             .remove(lru_key(meta.last_access_ms, &key).as_slice())
             .map_err(m("remove lru"))?;
@@ -1405,9 +1454,7 @@ impl Committer {
     }
 
     fn flush_access(&self, t: &mut Tables<'_>) -> Result<()> {
-        let pending: HashMap<Vec<u8>, u64> =
-            std::mem::take(&mut *self.shared.access.lock().unwrap_or_else(|e| e.into_inner()));
-        for (key, ms) in pending {
+        for (key, ms) in self.shared.access.take() {
             if let Some(mut meta) = t.get_meta(&key)? {
                 if ms > meta.last_access_ms {
                     t.lru
@@ -1417,9 +1464,7 @@ impl Committer {
                         .insert(lru_key(ms, &key).as_slice(), meta.len)
                         .map_err(m("write lru"))?;
                     meta.last_access_ms = ms;
-                    t.objects
-                        .insert(key.as_slice(), meta.encode().as_slice())
-                        .map_err(m("write object"))?;
+                    t.refresh_object(&key, meta)?;
                 }
             }
         }
@@ -1523,9 +1568,7 @@ impl Committer {
             Some(mut meta) if meta.digest == digest => {
                 let old = meta.entry();
                 meta.version = version;
-                t.objects
-                    .insert(key.as_slice(), meta.encode().as_slice())
-                    .map_err(m("write object"))?;
+                t.put_object(&key, &meta)?;
                 t.set_entry(id, Some(&old), Some(&incoming))?;
                 return Ok(Learned::Bumped);
             }

@@ -45,6 +45,7 @@ mod error;
 pub mod hlc;
 pub mod merge;
 mod meta;
+mod rcache;
 mod redo;
 mod store;
 pub mod summary;

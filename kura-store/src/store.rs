@@ -1,6 +1,5 @@
 //! The store: configuration, writes (staging + group commit), reads, replication hooks.
 
-use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
@@ -24,6 +23,7 @@ use crate::commit::{
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, Hlc, HlcClock, SystemClock, Version};
 use crate::meta::{BlobLoc, Change, ObjectMeta, ReplicatedRecord, decode_bucket, decode_entry};
+use crate::rcache::{AccessMap, ReadCache, Sharding};
 use crate::summary::{BucketEntry, FANOUT, NodeHash};
 use crate::types::{Digest, Key, NamespaceId, NodeId, ObjectId, ObjectRef};
 
@@ -97,6 +97,14 @@ pub struct Config {
     /// repair does not fetch them back; see [`Store::gc_ghosts`]). A store that is not
     /// replicated can turn this off: evicted objects then leave nothing behind.
     pub ghosts: bool,
+    /// Bytes of small (inline) objects kept in memory, already verified, so that repeated
+    /// [`Store::get`]s are served without touching the metadata database or hashing again
+    /// ([`Object::verified_bytes`]). Split into 16 shards of `read_cache_bytes / 16` bytes;
+    /// each entry is charged its body plus an estimate of its bookkeeping, and objects
+    /// larger than a shard are not cached. Every write, delete, eviction or quarantine of an
+    /// object removes it before the write is acknowledged. `0` disables the cache.
+    /// Default 32 MiB.
+    pub read_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -116,6 +124,7 @@ impl Default for Config {
             fast_crash_recovery: true,
             metadata_cache_bytes: 64 << 20,
             ghosts: true,
+            read_cache_bytes: 32 << 20,
         }
     }
 }
@@ -240,6 +249,16 @@ pub struct Stats {
     pub recovered_orphans: u64,
     /// Redo-log batches replayed on open (durable writes the database had not checkpointed).
     pub recovered_batches: u64,
+    /// [`Store::get`]s served from the read cache since open.
+    pub read_cache_hits: u64,
+    /// [`Store::get`]s that looked in the read cache and did not find the object (absent,
+    /// file-backed, or not cached yet) since open. Always 0 when the cache is disabled.
+    pub read_cache_misses: u64,
+    /// Bytes charged to the read cache now (bodies plus bookkeeping; at most
+    /// [`Config::read_cache_bytes`]).
+    pub read_cache_bytes: u64,
+    /// Objects in the read cache now.
+    pub read_cache_objects: u64,
 }
 
 #[derive(Debug, Default)]
@@ -286,7 +305,9 @@ pub(crate) struct Shared {
     pub(crate) ghosts: AtomicU64,
     pub(crate) seq: AtomicU64,
     pub(crate) stats: StatCounters,
-    pub(crate) access: Mutex<HashMap<Vec<u8>, u64>>,
+    pub(crate) access: AccessMap,
+    pub(crate) sharding: Sharding,
+    pub(crate) read_cache: ReadCache,
 }
 
 struct Inner {
@@ -444,7 +465,9 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         ghosts: AtomicU64::new(counters.ghosts),
         seq: AtomicU64::new(counters.seq),
         stats: StatCounters::default(),
-        access: Mutex::default(),
+        access: AccessMap::default(),
+        sharding: Sharding::default(),
+        read_cache: ReadCache::new(cfg.read_cache_bytes),
         cfg,
     });
     shared.stats.recovered_temp.store(temps, Ordering::Relaxed);
@@ -1165,17 +1188,44 @@ impl Store {
     /// Opens an object for reading and records the access (for LRU). The returned
     /// [`Object`] keeps its bytes readable even if the object is evicted or overwritten
     /// meanwhile.
+    ///
+    /// Small (inline) objects are verified here, once, and then kept in the read cache
+    /// ([`Config::read_cache_bytes`]): a cached object is returned without touching the
+    /// metadata database and without copying its bytes, and its
+    /// [`Object::verified_bytes`] gives the whole body with no hashing left to do. A write
+    /// or delete that has returned is always seen by a `get` that starts afterwards.
     pub async fn get(&self, id: &ObjectId) -> Result<Option<Object>> {
-        let r = self.open_object(id).await?;
-        if r.is_some() {
-            let now = self.shared().cfg.clock.now_ms();
-            self.shared()
-                .access
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.encode(), now);
+        let s = self.shared();
+        let shard = s.sharding.of(id);
+        let mut epoch = None;
+        if s.read_cache.enabled() {
+            match s.read_cache.get(shard, id) {
+                Ok(hit) => {
+                    s.access.record(shard, id, s.cfg.clock.now_ms());
+                    return Ok(Some(Object {
+                        meta: hit.meta,
+                        body: Body::Inline(hit.bytes),
+                        verified: true,
+                        store: self.clone(),
+                    }));
+                }
+                Err(e) => epoch = Some(e),
+            }
         }
-        Ok(r)
+        let Some(mut obj) = self.open_object(id).await? else {
+            return Ok(None);
+        };
+        if let Body::Inline(data) = &obj.body {
+            // A mismatch is left to the reader, which reports and quarantines it.
+            if data.len() as u64 == obj.meta.len && Digest::of(data) == obj.meta.digest {
+                obj.verified = true;
+                if let Some(e) = epoch {
+                    s.read_cache.fill(shard, e, obj.meta.clone(), data.clone());
+                }
+            }
+        }
+        s.access.record(shard, id, s.cfg.clock.now_ms());
+        Ok(Some(obj))
     }
 
     async fn open_object(&self, id: &ObjectId) -> Result<Option<Object>> {
@@ -1221,8 +1271,9 @@ impl Store {
                 }
             };
             return Ok(Some(Object {
-                meta,
+                meta: Arc::new(meta),
                 body,
+                verified: false,
                 store: self.clone(),
             }));
         }
@@ -1604,6 +1655,7 @@ impl Store {
             let sp = s.space.lock().unwrap_or_else(|e| e.into_inner());
             (sp.used, sp.reserved)
         };
+        let rc = s.read_cache.stats();
         let mut hist = [0u64; 8];
         for (h, a) in hist.iter_mut().zip(&st.hist) {
             *h = a.load(Ordering::Relaxed);
@@ -1626,6 +1678,10 @@ impl Store {
             recovered_temp_files: st.recovered_temp.load(Ordering::Relaxed),
             recovered_orphans: st.recovered_orphans.load(Ordering::Relaxed),
             recovered_batches: st.recovered_batches.load(Ordering::Relaxed),
+            read_cache_hits: rc.hits,
+            read_cache_misses: rc.misses,
+            read_cache_bytes: rc.bytes,
+            read_cache_objects: rc.objects,
         }
     }
 
@@ -1734,8 +1790,10 @@ enum Body {
 /// An object opened for reading.
 #[derive(Debug)]
 pub struct Object {
-    meta: ObjectMeta,
+    meta: Arc<ObjectMeta>,
     body: Body,
+    /// The body is in memory and its checksum was already verified.
+    verified: bool,
     store: Store,
 }
 
@@ -1769,15 +1827,28 @@ impl Object {
         }
     }
 
+    /// The whole body, when it is in memory and its checksum has already been verified
+    /// against [`Object::meta`] (small objects opened by [`Store::get`], whether from the
+    /// read cache or not): no further hashing or copying is needed to send it. `None` for
+    /// file-backed objects and for inline objects whose verification failed (their
+    /// [`Object::reader`] reports the corruption).
+    pub fn verified_bytes(&self) -> Option<Bytes> {
+        match &self.body {
+            Body::Inline(b) if self.verified => Some(b.clone()),
+            _ => None,
+        }
+    }
+
     /// A reader over the whole object; the checksum is verified as it streams and a
-    /// mismatch ends the stream with [`Error::Corrupt`].
+    /// mismatch ends the stream with [`Error::Corrupt`] (bytes that were verified when the
+    /// object was opened, see [`Object::verified_bytes`], are not hashed again).
     pub fn reader(&self) -> ObjectReader {
         ObjectReader {
             body: self.body.clone(),
             meta_len: self.meta.len,
             pos: 0,
             end: self.meta.len,
-            hasher: Some(Sha256::new()),
+            hasher: (!self.verified).then(Sha256::new),
             meta: self.meta.clone(),
             store: self.store.clone(),
             chunk: self.store.shared().cfg.chunk_size,
@@ -1806,6 +1877,9 @@ impl Object {
 
     /// Reads the whole (verified) object into memory. For small objects and tests.
     pub async fn read_all(&self) -> Result<Bytes> {
+        if let Some(b) = self.verified_bytes() {
+            return Ok(b);
+        }
         let mut r = self.reader();
         let mut out = BytesMut::with_capacity(usize::try_from(self.meta.len).unwrap_or(0));
         while let Some(c) = r.next_chunk().await? {
@@ -1819,7 +1893,7 @@ impl Object {
 #[derive(Debug)]
 pub struct ObjectReader {
     body: Body,
-    meta: ObjectMeta,
+    meta: Arc<ObjectMeta>,
     meta_len: u64,
     pos: u64,
     end: u64,
@@ -1848,11 +1922,13 @@ impl ObjectReader {
     async fn next_inner(&mut self) -> Result<Option<Bytes>> {
         match &self.body {
             Body::Inline(data) => {
-                if let Some(h) = self.hasher.take() {
-                    let _ = h;
-                    if data.len() as u64 != self.meta_len || Digest::of(data) != self.meta.digest {
-                        return Err(self.store.corrupt(&self.meta, "checksum mismatch"));
-                    }
+                if data.len() as u64 != self.meta_len {
+                    return Err(self
+                        .store
+                        .corrupt(&self.meta, "inline bytes have the wrong length"));
+                }
+                if self.hasher.take().is_some() && Digest::of(data) != self.meta.digest {
+                    return Err(self.store.corrupt(&self.meta, "checksum mismatch"));
                 }
                 if self.pos >= self.end {
                     return Ok(None);
@@ -1911,5 +1987,38 @@ impl ObjectReader {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    #[tokio::test]
+    async fn quarantine_drops_the_cached_copy() {
+        let store = Store::open(MemBackend::default(), Config::default())
+            .await
+            .unwrap();
+        let id = ObjectId::parse("a", "n", "k").unwrap();
+        let meta = store.put_bytes(id.clone(), "hello").await.unwrap();
+        for _ in 0..2 {
+            let o = store.get(&id).await.unwrap().unwrap();
+            assert_eq!(o.verified_bytes().unwrap(), "hello");
+        }
+        assert_eq!(store.stats().read_cache_hits, 1);
+        assert_eq!(store.stats().read_cache_objects, 1);
+        store
+            .submit(Op::Quarantine {
+                id: id.clone(),
+                blob: meta.blob,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.stats().read_cache_objects, 0);
+        assert!(store.get(&id).await.unwrap().is_none());
+        assert_eq!(store.stats().corrupt_objects, 1);
+        store.close().await.unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! Model-based test: random sequences of put / get / delete / delete-namespace /
 //! apply-replicated / learn / evict / ghost GC / reopen against a `BTreeMap` model. Evicted
 //! objects stay in the model as ghosts (known, not held); after every step the store's
-//! digest summary must equal the XOR of its entries (`Store::verify_summary`).
+//! digest summary must equal the XOR of its entries (`Store::verify_summary`), and every
+//! key read through `Store::get` (twice, so the second read comes from the read cache when
+//! the object is cached) must give the model's bytes and version. Runs with the read cache
+//! off, tiny (most entries do not fit, shards evict) and at its default size.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -126,8 +129,9 @@ fn id(ns: u8, key: u8) -> ObjectId {
 
 const T0: u64 = 1_700_000_000_000;
 
-fn config(clock: &Arc<ManualClock>) -> Config {
+fn config(clock: &Arc<ManualClock>, cache: usize) -> Config {
     let mut c = Config::default();
+    c.read_cache_bytes = cache;
     c.node = NodeId(1);
     c.clock = clock.clone();
     c.max_drift = Duration::from_secs(60);
@@ -139,10 +143,43 @@ async fn last_version(store: &Store) -> Version {
     store.changes_since(seq - 1, 1).unwrap()[0].record.version()
 }
 
-async fn run(ops: Vec<Op>) {
+/// Reads `id` twice through `get` (the read cache) and compares with the model's cell.
+async fn check_get(store: &Store, id: &ObjectId, cell: Option<&Cell>) {
+    let want = cell.filter(|c| c.held && c.value.is_some());
+    for round in 0..2 {
+        match (store.get(id).await.unwrap(), want) {
+            (None, None) => {}
+            (Some(o), Some(c)) => {
+                let v = c.value.as_deref().unwrap();
+                assert_eq!(
+                    o.meta().version,
+                    c.version,
+                    "version of {id} (read {round})"
+                );
+                assert_eq!(
+                    o.read_all().await.unwrap(),
+                    v,
+                    "bytes of {id} (read {round})"
+                );
+                if let Some(b) = o.verified_bytes() {
+                    assert_eq!(b, v, "verified bytes of {id} (read {round})");
+                }
+            }
+            (got, want) => panic!(
+                "{id} (read {round}): store has {:?}, model {:?}",
+                got.map(|o| o.meta().version),
+                want.map(|c| c.version)
+            ),
+        }
+    }
+}
+
+async fn run(ops: Vec<Op>, cache: usize) {
     let backend = MemBackend::default();
     let clock = Arc::new(ManualClock::new(T0));
-    let mut store = Store::open(backend.clone(), config(&clock)).await.unwrap();
+    let mut store = Store::open(backend.clone(), config(&clock, cache))
+        .await
+        .unwrap();
     let mut model = Model::default();
     for op in ops {
         match op {
@@ -169,6 +206,7 @@ async fn run(ops: Vec<Op>) {
                     .filter(|c| c.held)
                     .and_then(|c| c.value.clone());
                 assert_eq!(read(&store, &id(ns, key)).await, expect);
+                check_get(&store, &id(ns, key), model.cells.get(&(ns, key))).await;
             }
             Op::Delete { ns, key } => {
                 let existed = store.delete(&id(ns, key)).await.unwrap();
@@ -308,10 +346,18 @@ async fn run(ops: Vec<Op>) {
             Op::Advance { ms } => clock.advance(ms),
             Op::Reopen => {
                 store.close().await.unwrap();
-                store = Store::open(backend.clone(), config(&clock)).await.unwrap();
+                store = Store::open(backend.clone(), config(&clock, cache))
+                    .await
+                    .unwrap();
             }
         }
-        // Invariants after every step.
+        // Invariants after every step. Reading every key also fills the read cache, so the
+        // next step's change must invalidate what it holds.
+        for ns in 0..2 {
+            for key in 0..4 {
+                check_get(&store, &id(ns, key), model.cells.get(&(ns, key))).await;
+            }
+        }
         let live: Vec<_> = model
             .cells
             .iter()
@@ -378,8 +424,11 @@ fn clock_now(c: &ManualClock) -> u64 {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
-    fn store_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn store_matches_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        cache in prop_oneof![Just(0usize), Just(16 * 900), Just(32usize << 20)],
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(ops));
+        rt.block_on(run(ops, cache));
     }
 }
