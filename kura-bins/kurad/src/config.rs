@@ -61,13 +61,18 @@ pub struct Args {
     /// (`KURA_SCRUB_BYTES_PER_SECOND`). `unlimited` verifies every read.
     #[arg(long, env = "KURA_VERIFY_READS_MAX_BYTES", default_value = "16MiB")]
     pub verify_reads_max_bytes: String,
-    /// Serve plain HTTP/1.1 object reads (GET/HEAD of the Gradle, Bazel,
-    /// ccache and Nx mount points) on a lean path that writes responses
-    /// itself, with `sendfile` for large objects; anything else on the
-    /// connection goes to the general HTTP stack. `off` sends every request
-    /// through the general stack.
+    /// Serve plain HTTP/1.1 object reads and small writes (GET/HEAD, and PUT
+    /// up to 1 MiB, of the Gradle, Bazel, ccache and Nx mount points) on a lean
+    /// path that writes responses itself, with `sendfile` for large objects;
+    /// anything else moves the connection to the general HTTP stack. `off`
+    /// sends every request through the general stack.
     #[arg(long, env = "KURA_HTTP_FAST_PATH", default_value = "on")]
     pub http_fast_path: String,
+    /// Memory for recently read small objects, served without touching the
+    /// metadata database or re-hashing (they were verified when cached);
+    /// `0` disables the cache.
+    #[arg(long, env = "KURA_READ_CACHE_BYTES", default_value = "32MiB")]
+    pub read_cache_bytes: String,
     /// Background scrub rate: every stored object is re-read and its SHA-256
     /// checked at most this many bytes per second (corrupt objects are
     /// quarantined, and a mesh peer's copy replaces them); `0` disables it.
@@ -164,6 +169,9 @@ pub struct Config {
     /// Whether plain HTTP/1.1 object reads take the fast path
     /// (`KURA_HTTP_FAST_PATH`).
     pub http_fast_path: bool,
+    /// Bytes of the store's read cache of small objects
+    /// (`KURA_READ_CACHE_BYTES`; 0: none).
+    pub read_cache_bytes: usize,
     /// Background scrub rate in bytes/s (`None`: no scrubbing).
     pub scrub_rate: Option<u64>,
     /// Pause between scrub passes.
@@ -201,6 +209,7 @@ impl Config {
             limits: Limits::default(),
             verify_reads_max: DEFAULT_VERIFY_READS_MAX,
             http_fast_path: true,
+            read_cache_bytes: 32 << 20,
             scrub_rate: None,
             scrub_interval: Duration::from_secs(3600),
             capacity: Capacity::Unlimited,
@@ -380,6 +389,10 @@ impl Args {
                 0
             }),
         };
+        let read_cache_bytes = parse_bytes(self.read_cache_bytes.trim()).unwrap_or_else(|e| {
+            err("--read-cache-bytes", "KURA_READ_CACHE_BYTES", e);
+            0
+        });
         let http_fast_path = match self.http_fast_path.trim() {
             "on" | "true" | "1" => true,
             "off" | "false" | "0" => false,
@@ -525,6 +538,7 @@ impl Args {
                 limits,
                 verify_reads_max,
                 http_fast_path,
+                read_cache_bytes: usize::try_from(read_cache_bytes).unwrap_or(usize::MAX),
                 scrub_rate,
                 scrub_interval: Duration::from_secs(scrub_interval),
                 capacity,

@@ -1,15 +1,17 @@
 //! The HTTP/1.1 read fast path.
 //!
 //! Most of a build cache's traffic is plain HTTP/1.1 `GET`s of small objects
-//! on keep-alive connections. Going through hyper, axum's router and its
-//! middleware costs about as much CPU as the store read itself, so a new
-//! connection starts here instead: this module reads request heads itself
-//! (with `httparse`), answers `GET`/`HEAD` of the Gradle, Bazel, ccache and Nx
-//! mount points by calling the **same** handler functions as the router, and
-//! writes the response itself: head and small body in one `writev`, large
-//! unverified objects with `sendfile` straight from the blob file.
+//! (and `PUT`s of small ones) on keep-alive connections. Going through hyper,
+//! axum's router and its middleware costs about as much CPU as the store read
+//! itself, so a new connection starts here instead: this module reads request
+//! heads itself (with `httparse`), answers `GET`/`HEAD`, and `PUT` with a
+//! declared length of at most [`MAX_FAST_BODY`], of the Gradle, Bazel, ccache
+//! and Nx mount points by calling the **same** handler functions as the
+//! router, and writes the response itself: head and small body in one
+//! `writev`, large unverified objects with `sendfile` straight from the blob
+//! file.
 //!
-//! Anything else — another method or route, a request body, `Expect`,
+//! Anything else — another method or route, a chunked or large body, `Expect`,
 //! `Upgrade`, HTTP/1.0, the h2c preface, a query string, percent-encoded or
 //! unusual paths, a malformed head — hands the connection over to the
 //! general stack (hyper + axum) *before any side effect*, replaying the bytes

@@ -93,6 +93,7 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
     let mut store_config = kura_store::Config::default();
     store_config.capacity = config.capacity;
     store_config.durability = config.durability;
+    store_config.read_cache_bytes = config.read_cache_bytes;
     // Ghosts (evicted objects' summary entries) only matter to a replica; the mesh
     // collects them after KURA_GHOST_TTL_SECS.
     store_config.ghosts = config.mesh.is_some();

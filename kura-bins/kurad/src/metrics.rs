@@ -85,6 +85,14 @@ pub struct Metrics {
     pub store_evictions: Gauge,
     /// `kura_store_corrupt_objects_total` (mirrors the store's counter).
     pub store_corrupt: Gauge,
+    /// `kura_store_read_cache_hits_total` (mirrors the store's counter).
+    pub read_cache_hits: Gauge,
+    /// `kura_store_read_cache_misses_total` (mirrors the store's counter).
+    pub read_cache_misses: Gauge,
+    /// `kura_store_read_cache_bytes`.
+    pub read_cache_bytes: Gauge,
+    /// `kura_store_read_cache_objects`.
+    pub read_cache_objects: Gauge,
     /// `kura_process_resident_memory_bytes`.
     pub rss: Gauge,
     /// `kura_http_requests_in_flight`.
@@ -205,6 +213,30 @@ impl Metrics {
             "Corrupt objects found since start",
             store_corrupt.clone(),
         );
+        let read_cache_hits = Gauge::default();
+        registry.register(
+            "store_read_cache_hits_total",
+            "Small-object reads served from the read cache since start",
+            read_cache_hits.clone(),
+        );
+        let read_cache_misses = Gauge::default();
+        registry.register(
+            "store_read_cache_misses_total",
+            "Object reads not served from the read cache since start",
+            read_cache_misses.clone(),
+        );
+        let read_cache_bytes = Gauge::default();
+        registry.register(
+            "store_read_cache_bytes",
+            "Bytes held by the read cache of small objects",
+            read_cache_bytes.clone(),
+        );
+        let read_cache_objects = Gauge::default();
+        registry.register(
+            "store_read_cache_objects",
+            "Objects held by the read cache",
+            read_cache_objects.clone(),
+        );
         let rss = Gauge::default();
         registry.register(
             "process_resident_memory_bytes",
@@ -279,6 +311,10 @@ impl Metrics {
             store_ghosts,
             store_evictions,
             store_corrupt,
+            read_cache_hits,
+            read_cache_misses,
+            read_cache_bytes,
+            read_cache_objects,
             rss,
             in_flight,
             rejected,
@@ -349,6 +385,10 @@ impl Metrics {
         self.store_ghosts.set(clamp(stats.ghosts));
         self.store_evictions.set(clamp(stats.evictions));
         self.store_corrupt.set(clamp(stats.corrupt_objects));
+        self.read_cache_hits.set(clamp(stats.read_cache_hits));
+        self.read_cache_misses.set(clamp(stats.read_cache_misses));
+        self.read_cache_bytes.set(clamp(stats.read_cache_bytes));
+        self.read_cache_objects.set(clamp(stats.read_cache_objects));
         self.rss.set(clamp(resident_memory_bytes()));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
