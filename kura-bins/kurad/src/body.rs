@@ -420,7 +420,9 @@ pub async fn serve_object(
             // A small object the store has already checked (from its read
             // cache, or verified when it was opened): no second hash, no copy.
             let part = bytes.slice(
-                usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len())
+                usize::try_from(start)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len())
                     ..usize::try_from(end).unwrap_or(usize::MAX).min(bytes.len()),
             );
             return finish(Body::from(part), status, content_type, tag, start, end, len);

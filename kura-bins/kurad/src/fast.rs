@@ -53,7 +53,9 @@ const MAX_HEADERS: usize = 48;
 
 /// Largest request body the fast path reads into memory (a `PUT` with a
 /// larger `Content-Length` is handed over, and streams to the store there).
-pub const MAX_FAST_BODY: u64 = 1 << 20;
+/// Bodies are read only while holding an in-flight slot, so the memory they
+/// take is bounded by `KURA_MAX_IN_FLIGHT` × this.
+pub const MAX_FAST_BODY: u64 = 256 << 10;
 
 /// Bytes asked of one `sendfile` call.
 const SENDFILE_CHUNK: usize = 8 << 20;
@@ -180,6 +182,48 @@ struct Accepted {
     close: bool,
     target: (usize, usize),
     headers: HeaderMap,
+}
+
+/// What the fast path makes of the bytes at the start of a connection (or
+/// after the previous request): for tests and fuzzing of the head parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inspect {
+    /// More bytes are needed.
+    Incomplete,
+    /// The connection would go to the general stack.
+    HandOff,
+    /// The fast path would answer it.
+    Serve {
+        /// `GET`, `HEAD` or `PUT`.
+        method: &'static str,
+        /// Bytes of the request head.
+        head_len: usize,
+        /// Declared body length (`PUT`).
+        body_len: u64,
+        /// Whether the connection closes after the response.
+        close: bool,
+    },
+}
+
+/// Runs the fast path's request-head parser over `buf` (never panics).
+pub fn inspect(buf: &[u8]) -> Inspect {
+    match accept(buf) {
+        Ok(None) => Inspect::Incomplete,
+        Err(()) => Inspect::HandOff,
+        Ok(Some(a)) => Inspect::Serve {
+            method: match a.verb {
+                Verb::Get => "GET",
+                Verb::Head => "HEAD",
+                Verb::Put(_) => "PUT",
+            },
+            head_len: a.head_len,
+            body_len: match a.verb {
+                Verb::Put(n) => n,
+                Verb::Get | Verb::Head => 0,
+            },
+            close: a.close,
+        },
+    }
 }
 
 /// Parses the buffered bytes: `Ok(None)` when the head is incomplete,
@@ -363,12 +407,17 @@ pub async fn serve(
                 _ = stop.wait_for(|s| *s), if idle => return End::Closed,
             }
         };
+        if let Verb::Put(n) = accepted.verb {
+            if n > app::fast_put_limit(&state.config) {
+                // The general stack answers 413 before reading it.
+                return hand_off(state, buf, tcp);
+            }
+        }
+        // The in-flight slot is taken before a body is read, as on the
+        // general stack: bodies in memory are bounded by the limit.
+        let slot = state.enter();
         let body = match accepted.verb {
-            Verb::Put(n) => {
-                if n > app::fast_put_limit(&state.config) {
-                    // The general stack answers 413 before reading it.
-                    return hand_off(state, buf, tcp);
-                }
+            Verb::Put(n) if slot.1 => {
                 let want = accepted.head_len + usize::try_from(n).unwrap_or(usize::MAX);
                 buf.reserve(want.saturating_sub(buf.len()));
                 while buf.len() < want {
@@ -384,8 +433,12 @@ pub async fn serve(
                 }
                 Some(n)
             }
-            Verb::Get | Verb::Head => None,
+            Verb::Put(_) | Verb::Get | Verb::Head => None,
         };
+        // Over the limit, a PUT's body is left unread: answer 503 and close.
+        let mut accepted = accepted;
+        accepted.close |= matches!(accepted.verb, Verb::Put(_)) && !slot.1;
+        let close = accepted.close;
         let head = buf.split_to(accepted.head_len).freeze();
         let body = match body {
             Some(n) => Body::from(buf.split_to(usize::try_from(n).unwrap_or(0)).freeze()),
@@ -398,8 +451,7 @@ pub async fn serve(
             // Cannot happen (accept checked it); close rather than guess.
             return End::Closed;
         };
-        let close = accepted.close;
-        match respond(state, &mut tcp, ns, route, accepted, body).await {
+        match respond(state, &mut tcp, ns, route, accepted, body, slot).await {
             Ok(()) if !close => {}
             _ => {
                 let _ = tcp.shutdown().await;
@@ -426,6 +478,7 @@ async fn respond(
     route: Route<'_>,
     req: Accepted,
     body: Body,
+    (guard, admitted): (app::InFlight<'_>, bool),
 ) -> io::Result<()> {
     let start = Instant::now();
     let method = match req.verb {
@@ -435,7 +488,6 @@ async fn respond(
     };
     let head = req.verb == Verb::Head;
     let template = route.template(ns.is_some());
-    let (guard, admitted) = state.enter();
     let request_id = state.request_id(&req.headers);
     let span =
         tracing::info_span!("request", id = %request_id, method = %method, route = %template);
@@ -719,6 +771,58 @@ mod tests {
             "/cache/a b",
         ] {
             assert_eq!(parse_target(bad), None, "{bad}");
+        }
+    }
+
+    /// The route parts put back together give the target again.
+    fn rebuild(ns: Option<&str>, route: Route<'_>) -> String {
+        let prefix = ns.map(|n| format!("/ns/{n}")).unwrap_or_default();
+        match route {
+            Route::Gradle { key } => format!("{prefix}/cache/{key}"),
+            Route::Bazel { kind, hash } => format!("{prefix}/bazel/{kind}/{hash}"),
+            Route::Ccache { path } => format!("{prefix}/ccache/{path}"),
+            Route::Nx { hash } => format!("{prefix}/v1/cache/{hash}"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn targets_round_trip(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("ns".to_owned()),
+                    proptest::strategy::Just("cache".to_owned()),
+                    proptest::strategy::Just("bazel".to_owned()),
+                    proptest::strategy::Just("ccache".to_owned()),
+                    proptest::strategy::Just("v1".to_owned()),
+                    "[a-z0-9.%?#!_-]{0,6}",
+                ],
+                0..7,
+            ),
+            lead in proptest::bool::ANY,
+        ) {
+            let target = format!("{}{}", if lead { "/" } else { "" }, parts.join("/"));
+            if let Some((ns, route)) = parse_target(&target) {
+                proptest::prop_assert_eq!(rebuild(ns, route), target.clone());
+                proptest::prop_assert!(!target.contains("//"));
+                proptest::prop_assert!(!target.contains(['?', '#', '%']));
+            }
+        }
+
+        #[test]
+        fn heads_never_panic_and_stay_in_bounds(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            prefix in proptest::prop_oneof![
+                proptest::strategy::Just(&b"GET /cache/k HTTP/1.1\r\n"[..]),
+                proptest::strategy::Just(&b"PUT /ccache/a/b HTTP/1.1\r\ncontent-length: 4\r\n"[..]),
+                proptest::strategy::Just(&b""[..]),
+            ],
+        ) {
+            let buf = [prefix, &bytes].concat();
+            if let Inspect::Serve { head_len, body_len, .. } = inspect(&buf) {
+                proptest::prop_assert!(head_len <= buf.len());
+                proptest::prop_assert!(body_len <= MAX_FAST_BODY);
+            }
         }
     }
 
