@@ -180,6 +180,8 @@ struct Accepted {
     head_len: usize,
     verb: Verb,
     close: bool,
+    /// `Expect: 100-continue` (PUT only).
+    expect: bool,
     target: (usize, usize),
     headers: HeaderMap,
 }
@@ -261,6 +263,7 @@ fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
         return Err(());
     }
     let mut close = false;
+    let mut expect = false;
     let mut length: Option<u64> = None;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
@@ -274,10 +277,12 @@ fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
             if length.replace(n).is_some() {
                 return Err(());
             }
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-            || name == header::UPGRADE
-        {
+        } else if name == header::EXPECT {
+            if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") || expect {
+                return Err(());
+            }
+            expect = true;
+        } else if name == header::TRANSFER_ENCODING || name == header::UPGRADE {
             return Err(());
         } else if name == header::CONNECTION {
             for token in value.as_bytes().split(|&b| b == b',') {
@@ -292,11 +297,11 @@ fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
         headers.append(name, value);
     }
     let verb = match (method, length) {
-        ("GET", None | Some(0)) => Verb::Get,
-        ("HEAD", None | Some(0)) => Verb::Head,
-        // PUTs declare their length and are small enough to buffer; the
-        // rest (chunked, `Expect`, large) stream through the general stack.
-        ("PUT", Some(n)) if n <= MAX_FAST_BODY => Verb::Put(n),
+        ("GET", None | Some(0)) if !expect => Verb::Get,
+        ("HEAD", None | Some(0)) if !expect => Verb::Head,
+        // PUTs must declare their length (chunked ones go to the general
+        // stack); limits are checked against the configuration by `serve`.
+        ("PUT", Some(n)) => Verb::Put(n),
         _ => return Err(()),
     };
     // Where the target sits in the buffer, to borrow it again from the
@@ -306,6 +311,7 @@ fn accept(buf: &[u8]) -> Result<Option<Accepted>, ()> {
         head_len,
         verb,
         close,
+        expect,
         target: (start, start + path.len()),
         headers,
     }))
@@ -415,35 +421,30 @@ pub async fn serve(
         }
         // The in-flight slot is taken before a body is read, as on the
         // general stack: bodies in memory are bounded by the limit.
-        let slot = state.enter();
-        let body = match accepted.verb {
-            Verb::Put(n) if slot.1 => {
-                let want = accepted.head_len + usize::try_from(n).unwrap_or(usize::MAX);
-                buf.reserve(want.saturating_sub(buf.len()));
-                while buf.len() < want {
-                    // A body that stops arriving is cut like the general
-                    // stack's stall timeout; a short body is never stored.
-                    let read =
-                        tokio::time::timeout(state.config.body_timeout, tcp.read_buf(&mut buf))
-                            .await;
-                    match read {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return End::Closed,
-                    }
-                }
-                Some(n)
-            }
-            Verb::Put(_) | Verb::Get | Verb::Head => None,
-        };
-        // Over the limit, a PUT's body is left unread: answer 503 and close.
+        let (guard, admitted) = state.enter();
         let mut accepted = accepted;
-        accepted.close |= matches!(accepted.verb, Verb::Put(_)) && !slot.1;
-        let close = accepted.close;
-        let head = buf.split_to(accepted.head_len).freeze();
-        let body = match body {
-            Some(n) => Body::from(buf.split_to(usize::try_from(n).unwrap_or(0)).freeze()),
-            None => Body::empty(),
+        let put_len = match accepted.verb {
+            Verb::Put(n) => Some(n),
+            Verb::Get | Verb::Head => None,
         };
+        // Small bodies without `Expect` are read whole first; others stream
+        // into the handler while it runs.
+        let buffered = put_len.filter(|&n| admitted && n <= MAX_FAST_BODY && !accepted.expect);
+        if let Some(n) = buffered {
+            let want = accepted.head_len + usize::try_from(n).unwrap_or(usize::MAX);
+            buf.reserve(want.saturating_sub(buf.len()));
+            while buf.len() < want {
+                // A body that stops arriving is cut like the general
+                // stack's stall timeout; a short body is never stored.
+                let read =
+                    tokio::time::timeout(state.config.body_timeout, tcp.read_buf(&mut buf)).await;
+                match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return End::Closed,
+                }
+            }
+        }
+        let head = buf.split_to(accepted.head_len).freeze();
         let target = head
             .get(accepted.target.0..accepted.target.1)
             .and_then(|t| std::str::from_utf8(t).ok());
@@ -451,14 +452,173 @@ pub async fn serve(
             // Cannot happen (accept checked it); close rather than guess.
             return End::Closed;
         };
-        match respond(state, &mut tcp, ns, route, accepted, body, slot).await {
-            Ok(()) if !close => {}
-            _ => {
-                let _ = tcp.shutdown().await;
-                return End::Closed;
+        let is_head = accepted.verb == Verb::Head;
+        let (resp, unread, told_to_send, broken) = match (put_len, buffered) {
+            (Some(_), Some(n)) => {
+                let body = Body::from(buf.split_to(usize::try_from(n).unwrap_or(0)).freeze());
+                (
+                    answer(state, ns, route, &accepted, body, true).await,
+                    0,
+                    true,
+                    false,
+                )
             }
+            (Some(n), None) if admitted => {
+                let mut pump = Pump {
+                    remaining: n,
+                    told_to_send: !accepted.expect,
+                    broken: false,
+                };
+                let resp = pump
+                    .run(state, &mut tcp, &mut buf, |body| {
+                        answer(state, ns, route, &accepted, body, true)
+                    })
+                    .await;
+                (resp, pump.remaining, pump.told_to_send, pump.broken)
+            }
+            // Over the in-flight limit: 503, body left unread.
+            (Some(n), None) => (
+                answer(state, ns, route, &accepted, Body::empty(), false).await,
+                n,
+                !accepted.expect,
+                false,
+            ),
+            (None, _) => (
+                answer(state, ns, route, &accepted, Body::empty(), admitted).await,
+                0,
+                true,
+                false,
+            ),
+        };
+        // A body the handler did not read is drained after the response
+        // (the client is sending it), unless the client is still waiting
+        // for `100 Continue` or the stream broke: then the connection closes.
+        accepted.close |= broken || (unread > 0 && (!told_to_send || !admitted));
+        let close = accepted.close;
+        let written = write_response(state, &mut tcp, resp, is_head, close).await;
+        let drained = written.is_ok() && !close && drain(state, &mut tcp, &mut buf, unread).await;
+        drop(guard);
+        if close || !drained {
+            let _ = tcp.shutdown().await;
+            return End::Closed;
         }
     }
+}
+
+/// Feeds a request body from the socket to the handler while it runs.
+struct Pump {
+    /// Body bytes not yet taken from the connection.
+    remaining: u64,
+    /// Whether the client may send the body (no `Expect`, or `100
+    /// Continue` was sent).
+    told_to_send: bool,
+    /// The body stream failed (client gone, stalled or sent less).
+    broken: bool,
+}
+
+impl Pump {
+    /// Runs `handler` with a body streamed from the connection: chunks are
+    /// read only as the handler asks for them (one queued at most), and
+    /// `100 Continue` goes out when it first asks, as hyper does. Bytes
+    /// after the body stay in `buf` for the next request.
+    async fn run<F, Fut>(
+        &mut self,
+        state: &AppState,
+        tcp: &mut TcpStream,
+        buf: &mut BytesMut,
+        handler: F,
+    ) -> Response
+    where
+        F: FnOnce(Body) -> Fut,
+        Fut: std::future::Future<Output = Response>,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+        let asked = Arc::new(tokio::sync::Notify::new());
+        let stream =
+            futures_util::stream::unfold((rx, Some(asked.clone())), |(mut rx, first)| async move {
+                if let Some(asked) = first {
+                    asked.notify_one();
+                }
+                rx.recv().await.map(|item| (item, (rx, None)))
+            });
+        let handler = handler(Body::from_stream(stream));
+        let timeout = state.config.body_timeout;
+        let pump = async {
+            // Owned by the pump: when the body is complete the channel
+            // closes and the handler's stream ends.
+            let tx = tx;
+            if !self.told_to_send {
+                asked.notified().await;
+                tcp.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                self.told_to_send = true;
+            }
+            while self.remaining > 0 {
+                if buf.is_empty() {
+                    buf.reserve(64 << 10);
+                    match tokio::time::timeout(timeout, tcp.read_buf(buf)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        other => {
+                            tracing::debug!(?other, remaining = self.remaining, "request body cut");
+                            self.broken = true;
+                            let _ = tx
+                                .send(Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "request body ended early or stalled",
+                                )))
+                                .await;
+                            return Ok(());
+                        }
+                    }
+                }
+                let take = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                let chunk = buf.split_to(take).freeze();
+                self.remaining -= take as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The handler dropped the body: the rest is drained later.
+                    return Ok(());
+                }
+            }
+            Ok::<(), io::Error>(())
+        };
+        let mut failed = false;
+        let resp = {
+            tokio::pin!(handler);
+            tokio::pin!(pump);
+            let mut pumping = true;
+            loop {
+                tokio::select! {
+                    resp = &mut handler => break resp,
+                    done = &mut pump, if pumping => {
+                        pumping = false;
+                        failed = done.is_err();
+                    }
+                }
+            }
+        };
+        // A write of `100 Continue` that failed: the connection is gone.
+        self.broken |= failed;
+        resp
+    }
+}
+
+/// Reads and discards the `unread` rest of a request body the handler did
+/// not need; `false` when the connection cannot be reused.
+async fn drain(state: &AppState, tcp: &mut TcpStream, buf: &mut BytesMut, mut unread: u64) -> bool {
+    while unread > 0 {
+        if buf.is_empty() {
+            buf.reserve(64 << 10);
+            match tokio::time::timeout(state.config.body_timeout, tcp.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
+        }
+        let take = usize::try_from(unread).unwrap_or(usize::MAX).min(buf.len());
+        let _ = buf.split_to(take);
+        unread -= take as u64;
+    }
+    true
 }
 
 fn hand_off(state: &AppState, buf: BytesMut, tcp: TcpStream) -> End {
@@ -470,16 +630,15 @@ fn hand_off(state: &AppState, buf: BytesMut, tcp: TcpStream) -> End {
 }
 
 /// Answers one accepted request, exactly as the router's middleware and
-/// handlers would, and writes the response.
-async fn respond(
+/// handlers would (request id, span, metrics).
+async fn answer(
     state: &Arc<AppState>,
-    tcp: &mut TcpStream,
     ns: Option<&str>,
     route: Route<'_>,
-    req: Accepted,
+    req: &Accepted,
     body: Body,
-    (guard, admitted): (app::InFlight<'_>, bool),
-) -> io::Result<()> {
+    admitted: bool,
+) -> Response {
     let start = Instant::now();
     let method = match req.verb {
         Verb::Get => Method::GET,
@@ -535,9 +694,7 @@ async fn respond(
         .metrics
         .record_request(template, &method, status, start.elapsed().as_secs_f64());
     state.metrics.fast_requests.inc();
-    let written = write_response(state, tcp, resp, head, req.close).await;
-    drop(guard);
-    written
+    resp
 }
 
 /// Serialises a response the way hyper does for HTTP/1.1: status line,
@@ -819,9 +976,9 @@ mod tests {
             ],
         ) {
             let buf = [prefix, &bytes].concat();
-            if let Inspect::Serve { head_len, body_len, .. } = inspect(&buf) {
+            if let Inspect::Serve { head_len, method, body_len, .. } = inspect(&buf) {
                 proptest::prop_assert!(head_len <= buf.len());
-                proptest::prop_assert!(body_len <= MAX_FAST_BODY);
+                proptest::prop_assert!(method == "PUT" || body_len == 0);
             }
         }
     }
@@ -836,6 +993,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(put.verb, Verb::Put(3));
+        let big = accept(
+            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 2000000\r\nExpect: 100-Continue\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(big.verb == Verb::Put(2_000_000) && big.expect);
         assert!(
             accept(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n")
                 .unwrap()
@@ -847,9 +1010,10 @@ mod tests {
         assert!(c.verb == Verb::Head && c.close);
         for bad in [
             &b"PUT /cache/k HTTP/1.1\r\n\r\n"[..],
-            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
             b"PUT /cache/k HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
+            b"PUT /cache/k HTTP/1.1\r\nContent-Length: 1\r\nExpect: 200-ok\r\n\r\n",
+            b"GET /cache/k HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"PUT /cache/k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST /cache/k HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
             b"DELETE /ccache/k HTTP/1.1\r\n\r\n",
             b"GET /cache/k HTTP/1.0\r\n\r\n",

@@ -33,9 +33,8 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Uploads on a client of its own: a large PUT moves its connection from the
-/// fast path to the general stack for good, and the GETs under test must
-/// start on a fresh connection.
+/// Uploads on a client of its own, so each GET under test starts on a fresh
+/// connection.
 async fn put_ok(_c: &reqwest::Client, url: &str, data: &[u8]) {
     let r = h1().put(url).body(data.to_vec()).send().await.unwrap();
     assert!(r.status().is_success(), "PUT {url}: {}", r.status());
