@@ -88,8 +88,9 @@ fn scratch(root: &Path, name: &str) -> PathBuf {
     p
 }
 
-/// Runs `writers` tasks calling `op(counter)` until `secs` elapse; returns ops/s.
-async fn run_for<F, Fut>(writers: usize, secs: f64, op: F) -> f64
+/// Runs `writers` tasks calling `op(counter)` until `secs` elapse; returns ops/s and the
+/// sorted latencies of every operation.
+async fn run_for<F, Fut>(writers: usize, secs: f64, op: F) -> (f64, Vec<Duration>)
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -103,16 +104,39 @@ where
         let op = op.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
                 op(n).await;
+                lat.push(t0.elapsed());
             }
+            lat
         }));
     }
+    let mut lat = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        lat.extend(t.await.unwrap());
     }
-    counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    lat.sort_unstable();
+    (
+        counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        lat,
+    )
+}
+
+/// `p50 .. p99 .. max` of sorted latencies, in milliseconds.
+fn lat_line(sorted: &[Duration]) -> String {
+    if sorted.is_empty() {
+        return "no ops".into();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+        ms(pct(sorted, 0.5)),
+        ms(pct(sorted, 0.99)),
+        ms(sorted[sorted.len() - 1])
+    )
 }
 
 fn naive_put(dir: &Path, k: u64, data: &[u8]) {
@@ -162,7 +186,7 @@ fn main() {
         for &writers in writer_counts {
             let dir = scratch(&root, "naive-put");
             let d = data.clone();
-            let naive = run_for(writers, a.secs, move |k| {
+            let (naive, naive_lat) = run_for(writers, a.secs, move |k| {
                 let dir = dir.clone();
                 let d = d.clone();
                 async move {
@@ -180,7 +204,7 @@ fn main() {
                 .unwrap();
             let s = store.clone();
             let d = data.clone();
-            let ours = run_for(writers, a.secs, move |k| {
+            let (ours, ours_lat) = run_for(writers, a.secs, move |k| {
                 let s = s.clone();
                 let d = d.clone();
                 async move {
@@ -195,6 +219,14 @@ fn main() {
                 st.committed_ops as f64 / st.commits.max(1) as f64,
                 st.max_batch,
                 st.commit_micros as f64 / 1000.0 / st.commits.max(1) as f64
+            );
+            println!(
+                "  put latency, {writers:>2} writers: kura-store {} | naive {} | {} checkpoints, avg {:.1} ms, max {:.1} ms",
+                lat_line(&ours_lat),
+                lat_line(&naive_lat),
+                st.checkpoints,
+                st.checkpoint_micros as f64 / 1000.0 / st.checkpoints.max(1) as f64,
+                st.max_checkpoint_micros as f64 / 1000.0
             );
             store.close().await.unwrap();
         }

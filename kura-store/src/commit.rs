@@ -770,11 +770,17 @@ impl Committer {
             b.sync_published(&self.unsynced_published)
                 .map_err(|e| Error::io("directory sync", e))?;
         }
+        let started = Instant::now();
         let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
         txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         txn.set_durability(redb::Durability::Immediate)
             .map_err(m("set durability"))?;
         txn.commit().map_err(m("commit"))?;
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let st = &self.shared.stats;
+        st.checkpoints.fetch_add(1, Ordering::Relaxed);
+        st.checkpoint_micros.fetch_add(us, Ordering::Relaxed);
+        st.max_checkpoint_micros.fetch_max(us, Ordering::Relaxed);
         self.redo_checkpointed();
         self.unsynced_published.clear();
         if self.intent_dirty {

@@ -259,6 +259,13 @@ pub struct Stats {
     pub read_cache_bytes: u64,
     /// Objects in the read cache now.
     pub read_cache_objects: u64,
+    /// Durable checkpoints of the metadata database since open (redo-log and `batch`/`none`
+    /// checkpoints; no batch runs while one is in progress).
+    pub checkpoints: u64,
+    /// Total time spent in those checkpoints, in µs.
+    pub checkpoint_micros: u64,
+    /// Longest checkpoint, in µs (a stall every writer waits out).
+    pub max_checkpoint_micros: u64,
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +281,9 @@ pub(crate) struct StatCounters {
     recovered_temp: AtomicU64,
     recovered_orphans: AtomicU64,
     pub(crate) recovered_batches: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) checkpoint_micros: AtomicU64,
+    pub(crate) max_checkpoint_micros: AtomicU64,
 }
 
 impl StatCounters {
@@ -1673,6 +1683,9 @@ impl Store {
             committed_ops: st.ops.load(Ordering::Relaxed),
             max_batch: st.max_batch.load(Ordering::Relaxed),
             commit_micros: st.commit_micros.load(Ordering::Relaxed),
+            checkpoints: st.checkpoints.load(Ordering::Relaxed),
+            checkpoint_micros: st.checkpoint_micros.load(Ordering::Relaxed),
+            max_checkpoint_micros: st.max_checkpoint_micros.load(Ordering::Relaxed),
             batch_histogram: hist,
             last_seq: s.seq.load(Ordering::Relaxed),
             recovered_temp_files: st.recovered_temp.load(Ordering::Relaxed),
