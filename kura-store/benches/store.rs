@@ -4,7 +4,7 @@
 //! (what a naive disk cache does). Results go to `docs/benchmarks.md`.
 //!
 //! Run: `cargo bench -p kura-store --bench store [-- --open-objects N --secs S --big-mib M
-//! --phases put,get,big,open --no-quick-repair]`
+//! --phases put,get,big,open --writers 1,64 --no-quick-repair]`
 //! (`KURA_BENCH_DIR` chooses the scratch directory; default: a temporary directory).
 #![allow(
     clippy::unwrap_used,
@@ -29,6 +29,7 @@ struct Args {
     open_objects: u64,
     secs: f64,
     big_mib: u64,
+    writers: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -38,6 +39,7 @@ fn args() -> Args {
         open_objects: 100_000,
         secs: 3.0,
         big_mib: 1024,
+        writers: vec![1, 64],
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -48,6 +50,7 @@ fn args() -> Args {
             "--phases" => a.phases = next.clone(),
             "--secs" => a.secs = next.parse().unwrap(),
             "--big-mib" => a.big_mib = next.parse().unwrap(),
+            "--writers" => a.writers = next.split(',').map(|w| w.parse().unwrap()).collect(),
             "--no-quick-repair" => {
                 a.no_quick_repair = true;
                 i += 1;
@@ -182,7 +185,7 @@ fn main() {
         println!("kura-store bench (secs per phase {}, scratch {})", a.secs, root.display());
         // ---- 4 KiB puts, durability Always, vs naive write+fsync+rename
         let data = payload(4096, 7);
-        let writer_counts: &[usize] = if a.phases.contains("put") { &[1, 64] } else { &[] };
+        let writer_counts: &[usize] = if a.phases.contains("put") { &a.writers } else { &[] };
         for &writers in writer_counts {
             let dir = scratch(&root, "naive-put");
             let d = data.clone();

@@ -383,11 +383,15 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
     // Bound the page cache: small objects live inline in redb, so redb's default
     // (1 GiB) would let resident memory grow with the data written.
     builder.set_cache_size(cfg.metadata_cache_bytes);
+    let mut meta_path = None;
     let db = match backend
         .metadata()
         .map_err(|e| Error::io("open metadata", e))?
     {
-        MetadataStorage::Path(p) => builder.create(p),
+        MetadataStorage::Path(p) => {
+            meta_path = Some(p.clone());
+            builder.create(p)
+        }
         MetadataStorage::Custom(b) => builder.create_with_backend(BoxedStorage(b)),
     }
     .map_err(mm("open metadata"))?;
@@ -520,6 +524,17 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         .stats
         .recovered_orphans
         .store(orphans, Ordering::Relaxed);
+    // Redo mode: the database file is written back in the background between checkpoints,
+    // so a checkpoint's own sync has little left to do (see `commit::writeback`).
+    if let (true, Some(p)) = (committer.logs_redo(), meta_path) {
+        let file = std::fs::File::open(&p).map_err(|e| Error::io("open metadata", e))?;
+        let (wtx, wrx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("kura-store-writeback".into())
+            .spawn(move || crate::commit::writeback(&file, &wrx))
+            .map_err(|e| Error::io("spawn writeback", e))?;
+        committer.set_writeback(wtx);
+    }
     let thread = std::thread::Builder::new()
         .name("kura-store-commit".into())
         .spawn(move || committer.run())
