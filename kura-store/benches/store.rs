@@ -4,7 +4,7 @@
 //! (what a naive disk cache does). Results go to `docs/benchmarks.md`.
 //!
 //! Run: `cargo bench -p kura-store --bench store [-- --open-objects N --secs S --big-mib M
-//! --phases put,get,big,open --writers 1,64 --no-quick-repair]`
+//! --phases put,get,big,open --writers 1,64 --meta-cache-mib M --no-quick-repair]`
 //! (`KURA_BENCH_DIR` chooses the scratch directory; default: a temporary directory).
 #![allow(
     clippy::unwrap_used,
@@ -30,6 +30,7 @@ struct Args {
     secs: f64,
     big_mib: u64,
     writers: Vec<usize>,
+    meta_cache_mib: Option<usize>,
 }
 
 fn args() -> Args {
@@ -40,6 +41,7 @@ fn args() -> Args {
         secs: 3.0,
         big_mib: 1024,
         writers: vec![1, 64],
+        meta_cache_mib: None,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -50,6 +52,7 @@ fn args() -> Args {
             "--phases" => a.phases = next.clone(),
             "--secs" => a.secs = next.parse().unwrap(),
             "--big-mib" => a.big_mib = next.parse().unwrap(),
+            "--meta-cache-mib" => a.meta_cache_mib = Some(next.parse().unwrap()),
             "--writers" => a.writers = next.split(',').map(|w| w.parse().unwrap()).collect(),
             "--no-quick-repair" => {
                 a.no_quick_repair = true;
@@ -202,6 +205,9 @@ fn main() {
             let dir = scratch(&root, "store-put");
             let mut cfg = Config::default();
             cfg.fast_crash_recovery = !a.no_quick_repair;
+            if let Some(mib) = a.meta_cache_mib {
+                cfg.metadata_cache_bytes = mib << 20;
+            }
             let store = Store::open(FsBackend::open(&dir).unwrap(), cfg)
                 .await
                 .unwrap();
@@ -242,6 +248,9 @@ fn main() {
         cfg.durability = Durability::None {
             checkpoint: Duration::from_secs(3600),
         };
+        if let Some(mib) = a.meta_cache_mib {
+            cfg.metadata_cache_bytes = mib << 20;
+        }
         let store = Store::open(FsBackend::open(&dir).unwrap(), cfg).await.unwrap();
         let ndir = scratch(&root, "naive-get");
         for k in 0..n {

@@ -91,7 +91,10 @@ pub struct Config {
     /// opening after a crash does not walk the whole metadata database. Costs extra
     /// writes per commit; see `docs/store.md`.
     pub fast_crash_recovery: bool,
-    /// Bytes of metadata (and inline object) pages redb may cache in memory.
+    /// Bytes of metadata (and inline object) pages redb may cache in memory (default
+    /// 16 MiB). This also bounds redb's write buffer: pages of non-durable commits stay in it
+    /// until evicted, so in `Always` mode a redo-log checkpoint (during which no batch runs)
+    /// writes and syncs up to this much; see `docs/store.md`.
     pub metadata_cache_bytes: usize,
     /// Evicted objects leave a *ghost* (their digest-summary entry stays, so a replica's
     /// repair does not fetch them back; see [`Store::gc_ghosts`]). A store that is not
@@ -122,7 +125,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             access_flush_interval: Duration::from_secs(5),
             fast_crash_recovery: true,
-            metadata_cache_bytes: 64 << 20,
+            metadata_cache_bytes: 16 << 20,
             ghosts: true,
             read_cache_bytes: 32 << 20,
         }
