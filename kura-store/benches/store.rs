@@ -4,7 +4,7 @@
 //! (what a naive disk cache does). Results go to `docs/benchmarks.md`.
 //!
 //! Run: `cargo bench -p kura-store --bench store [-- --open-objects N --secs S --big-mib M
-//! --phases put,get,big,open --writers 1,64 --meta-cache-mib M --no-quick-repair]`
+//! --phases put,get,big,open --writers 1,64 --meta-cache-mib M --writeback --no-quick-repair]`
 //! (`KURA_BENCH_DIR` chooses the scratch directory; default: a temporary directory).
 #![allow(
     clippy::unwrap_used,
@@ -31,6 +31,7 @@ struct Args {
     big_mib: u64,
     writers: Vec<usize>,
     meta_cache_mib: Option<usize>,
+    writeback: bool,
 }
 
 fn args() -> Args {
@@ -42,6 +43,7 @@ fn args() -> Args {
         big_mib: 1024,
         writers: vec![1, 64],
         meta_cache_mib: None,
+        writeback: false,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -54,6 +56,11 @@ fn args() -> Args {
             "--big-mib" => a.big_mib = next.parse().unwrap(),
             "--meta-cache-mib" => a.meta_cache_mib = Some(next.parse().unwrap()),
             "--writers" => a.writers = next.split(',').map(|w| w.parse().unwrap()).collect(),
+            "--writeback" => {
+                a.writeback = true;
+                i += 1;
+                continue;
+            }
             "--no-quick-repair" => {
                 a.no_quick_repair = true;
                 i += 1;
@@ -208,6 +215,7 @@ fn main() {
             if let Some(mib) = a.meta_cache_mib {
                 cfg.metadata_cache_bytes = mib << 20;
             }
+            cfg.background_writeback = a.writeback;
             let store = Store::open(FsBackend::open(&dir).unwrap(), cfg)
                 .await
                 .unwrap();

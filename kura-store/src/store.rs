@@ -92,10 +92,16 @@ pub struct Config {
     /// writes per commit; see `docs/store.md`.
     pub fast_crash_recovery: bool,
     /// Bytes of metadata (and inline object) pages redb may cache in memory (default
-    /// 16 MiB). This also bounds redb's write buffer: pages of non-durable commits stay in it
+    /// 64 MiB). This also bounds redb's write buffer: pages of non-durable commits stay in it
     /// until evicted, so in `Always` mode a redo-log checkpoint (during which no batch runs)
     /// writes and syncs up to this much; see `docs/store.md`.
     pub metadata_cache_bytes: usize,
+    /// `Always` mode with a redo log on a file backend: sync the metadata database in the
+    /// background (at most every 100 ms) between checkpoints, so a checkpoint stalls writers
+    /// for less time. Trades throughput for tail latency (default off; best with
+    /// `metadata_cache_bytes` of 16 MiB); see `docs/store.md`. Crash safety is the same
+    /// either way.
+    pub background_writeback: bool,
     /// Evicted objects leave a *ghost* (their digest-summary entry stays, so a replica's
     /// repair does not fetch them back; see [`Store::gc_ghosts`]). A store that is not
     /// replicated can turn this off: evicted objects then leave nothing behind.
@@ -125,7 +131,8 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             access_flush_interval: Duration::from_secs(5),
             fast_crash_recovery: true,
-            metadata_cache_bytes: 16 << 20,
+            metadata_cache_bytes: 64 << 20,
+            background_writeback: false,
             ghosts: true,
             read_cache_bytes: 32 << 20,
         }
@@ -529,7 +536,10 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         .store(orphans, Ordering::Relaxed);
     // Redo mode: the database file is written back in the background between checkpoints,
     // so a checkpoint's own sync has little left to do (see `commit::writeback`).
-    if let (true, Some(p)) = (committer.logs_redo(), meta_path) {
+    if let (true, Some(p)) = (
+        committer.logs_redo() && shared.cfg.background_writeback,
+        meta_path,
+    ) {
         let file = std::fs::File::open(&p).map_err(|e| Error::io("open metadata", e))?;
         let (wtx, wrx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
