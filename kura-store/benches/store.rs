@@ -4,7 +4,7 @@
 //! (what a naive disk cache does). Results go to `docs/benchmarks.md`.
 //!
 //! Run: `cargo bench -p kura-store --bench store [-- --open-objects N --secs S --big-mib M
-//! --phases put,get,big,open --no-quick-repair]`
+//! --phases put,get,big,open --writers 1,64 --meta-cache-mib M --writeback --no-quick-repair]`
 //! (`KURA_BENCH_DIR` chooses the scratch directory; default: a temporary directory).
 #![allow(
     clippy::unwrap_used,
@@ -29,6 +29,9 @@ struct Args {
     open_objects: u64,
     secs: f64,
     big_mib: u64,
+    writers: Vec<usize>,
+    meta_cache_mib: Option<usize>,
+    writeback: bool,
 }
 
 fn args() -> Args {
@@ -38,6 +41,9 @@ fn args() -> Args {
         open_objects: 100_000,
         secs: 3.0,
         big_mib: 1024,
+        writers: vec![1, 64],
+        meta_cache_mib: None,
+        writeback: false,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -48,6 +54,13 @@ fn args() -> Args {
             "--phases" => a.phases = next.clone(),
             "--secs" => a.secs = next.parse().unwrap(),
             "--big-mib" => a.big_mib = next.parse().unwrap(),
+            "--meta-cache-mib" => a.meta_cache_mib = Some(next.parse().unwrap()),
+            "--writers" => a.writers = next.split(',').map(|w| w.parse().unwrap()).collect(),
+            "--writeback" => {
+                a.writeback = true;
+                i += 1;
+                continue;
+            }
             "--no-quick-repair" => {
                 a.no_quick_repair = true;
                 i += 1;
@@ -88,8 +101,9 @@ fn scratch(root: &Path, name: &str) -> PathBuf {
     p
 }
 
-/// Runs `writers` tasks calling `op(counter)` until `secs` elapse; returns ops/s.
-async fn run_for<F, Fut>(writers: usize, secs: f64, op: F) -> f64
+/// Runs `writers` tasks calling `op(counter)` until `secs` elapse; returns ops/s and the
+/// sorted latencies of every operation.
+async fn run_for<F, Fut>(writers: usize, secs: f64, op: F) -> (f64, Vec<Duration>)
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -103,16 +117,39 @@ where
         let op = op.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
                 op(n).await;
+                lat.push(t0.elapsed());
             }
+            lat
         }));
     }
+    let mut lat = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        lat.extend(t.await.unwrap());
     }
-    counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    lat.sort_unstable();
+    (
+        counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        lat,
+    )
+}
+
+/// `p50 .. p99 .. max` of sorted latencies, in milliseconds.
+fn lat_line(sorted: &[Duration]) -> String {
+    if sorted.is_empty() {
+        return "no ops".into();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+        ms(pct(sorted, 0.5)),
+        ms(pct(sorted, 0.99)),
+        ms(sorted[sorted.len() - 1])
+    )
 }
 
 fn naive_put(dir: &Path, k: u64, data: &[u8]) {
@@ -158,11 +195,11 @@ fn main() {
         println!("kura-store bench (secs per phase {}, scratch {})", a.secs, root.display());
         // ---- 4 KiB puts, durability Always, vs naive write+fsync+rename
         let data = payload(4096, 7);
-        let writer_counts: &[usize] = if a.phases.contains("put") { &[1, 64] } else { &[] };
+        let writer_counts: &[usize] = if a.phases.contains("put") { &a.writers } else { &[] };
         for &writers in writer_counts {
             let dir = scratch(&root, "naive-put");
             let d = data.clone();
-            let naive = run_for(writers, a.secs, move |k| {
+            let (naive, naive_lat) = run_for(writers, a.secs, move |k| {
                 let dir = dir.clone();
                 let d = d.clone();
                 async move {
@@ -175,12 +212,16 @@ fn main() {
             let dir = scratch(&root, "store-put");
             let mut cfg = Config::default();
             cfg.fast_crash_recovery = !a.no_quick_repair;
+            if let Some(mib) = a.meta_cache_mib {
+                cfg.metadata_cache_bytes = mib << 20;
+            }
+            cfg.background_writeback = a.writeback;
             let store = Store::open(FsBackend::open(&dir).unwrap(), cfg)
                 .await
                 .unwrap();
             let s = store.clone();
             let d = data.clone();
-            let ours = run_for(writers, a.secs, move |k| {
+            let (ours, ours_lat) = run_for(writers, a.secs, move |k| {
                 let s = s.clone();
                 let d = d.clone();
                 async move {
@@ -196,6 +237,14 @@ fn main() {
                 st.max_batch,
                 st.commit_micros as f64 / 1000.0 / st.commits.max(1) as f64
             );
+            println!(
+                "  put latency, {writers:>2} writers: kura-store {} | naive {} | {} checkpoints, avg {:.1} ms, max {:.1} ms",
+                lat_line(&ours_lat),
+                lat_line(&naive_lat),
+                st.checkpoints,
+                st.checkpoint_micros as f64 / 1000.0 / st.checkpoints.max(1) as f64,
+                st.max_checkpoint_micros as f64 / 1000.0
+            );
             store.close().await.unwrap();
         }
 
@@ -207,6 +256,9 @@ fn main() {
         cfg.durability = Durability::None {
             checkpoint: Duration::from_secs(3600),
         };
+        if let Some(mib) = a.meta_cache_mib {
+            cfg.metadata_cache_bytes = mib << 20;
+        }
         let store = Store::open(FsBackend::open(&dir).unwrap(), cfg).await.unwrap();
         let ndir = scratch(&root, "naive-get");
         for k in 0..n {

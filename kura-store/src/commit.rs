@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -295,6 +295,8 @@ struct Tables<'t> {
     touched: Vec<Vec<u8>>,
     /// Rows whose access time alone changed: cached entries are refreshed, not dropped.
     refreshed: Vec<ObjectMeta>,
+    /// Namespace tombstones read in this batch (see [`Tables::ns_tomb`]).
+    ns_tomb_cache: HashMap<Vec<u8>, Option<Version>>,
 }
 
 fn m<T>(op: &'static str) -> impl FnOnce(T) -> Error
@@ -323,6 +325,7 @@ impl<'t> Tables<'t> {
             summary_delta: HashMap::new(),
             touched: Vec::new(),
             refreshed: Vec::new(),
+            ns_tomb_cache: HashMap::new(),
         })
     }
 
@@ -444,15 +447,22 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn ns_tomb(&self, prefix: &[u8]) -> Result<Option<Version>> {
-        match self
+    /// The namespace tombstone of `prefix` (looked up once per batch: every write of
+    /// `ns_tombs` empties the cache).
+    fn ns_tomb(&mut self, prefix: &[u8]) -> Result<Option<Version>> {
+        if let Some(v) = self.ns_tomb_cache.get(prefix) {
+            return Ok(*v);
+        }
+        let v = match self
             .ns_tombs
             .get(prefix)
             .map_err(m("read namespace tombstone"))?
         {
-            None => Ok(None),
-            Some(g) => Ok(Some(decode_entry(g.value())?.version)),
-        }
+            None => None,
+            Some(g) => Some(decode_entry(g.value())?.version),
+        };
+        self.ns_tomb_cache.insert(prefix.to_vec(), v);
+        Ok(v)
     }
 
     /// XORs `h` into every node on the path of `key` in its namespace's summary tree
@@ -548,11 +558,45 @@ pub(crate) struct Committer {
     redo_suspect: bool,
     /// During recovery: the version and clock reading the next operation must reuse.
     forced: std::cell::Cell<Option<(Version, u64)>>,
+    /// Wakes the background writeback of the database file (see [`writeback`]).
+    writeback: Option<SyncSender<()>>,
+}
+
+/// Background writeback of the database file in redo mode, on its own descriptor and
+/// thread: each wake-up (a batch committed without syncing the database) syncs `file`, at
+/// most once per [`WRITEBACK_INTERVAL`]; returns when the committer is gone.
+///
+/// Between checkpoints, non-durable redb commits write B-tree pages to the file (never
+/// over pages the last durable commit uses; the header only changes on a durable commit),
+/// and the kernel may write those pages back at any time anyway. Syncing them early changes
+/// nothing a crash can observe; it only leaves the checkpoint's `fdatasync`, during which
+/// no batch runs, with less to write. A failed sync here is not lost: the kernel reports a
+/// write-back error to every descriptor open at the time, so redb's own sync at the next
+/// checkpoint fails too.
+pub(crate) fn writeback(file: &std::fs::File, rx: &Receiver<()>) {
+    let mut pending = false;
+    loop {
+        if !pending && rx.recv().is_err() {
+            return;
+        }
+        pending = false;
+        let _ = file.sync_data();
+        let until = Instant::now() + WRITEBACK_INTERVAL;
+        loop {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(()) => pending = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
 }
 
 /// Redo-log checkpoint triggers: time since the last checkpoint and log size.
 const REDO_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 const REDO_CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Least time between two background syncs of the database file (see [`writeback`]).
+const WRITEBACK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Committer {
     pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Cmd>, counters: Counters) -> Self {
@@ -569,8 +613,19 @@ impl Committer {
             redo_bytes: 0,
             redo_suspect: false,
             forced: std::cell::Cell::new(None),
+            writeback: None,
             shared,
         }
+    }
+
+    /// Whether batches are made durable by the redo log.
+    pub(crate) fn logs_redo(&self) -> bool {
+        self.redo
+    }
+
+    /// Hands the committer the wake-up channel of the background [`writeback`].
+    pub(crate) fn set_writeback(&mut self, tx: SyncSender<()>) {
+        self.writeback = Some(tx);
     }
 
     fn durable_each_batch(&self) -> bool {
@@ -770,11 +825,17 @@ impl Committer {
             b.sync_published(&self.unsynced_published)
                 .map_err(|e| Error::io("directory sync", e))?;
         }
+        let started = Instant::now();
         let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
         txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         txn.set_durability(redb::Durability::Immediate)
             .map_err(m("set durability"))?;
         txn.commit().map_err(m("commit"))?;
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let st = &self.shared.stats;
+        st.checkpoints.fetch_add(1, Ordering::Relaxed);
+        st.checkpoint_micros.fetch_add(us, Ordering::Relaxed);
+        st.max_checkpoint_micros.fetch_max(us, Ordering::Relaxed);
         self.redo_checkpointed();
         self.unsynced_published.clear();
         if self.intent_dirty {
@@ -825,6 +886,11 @@ impl Committer {
             Ok(kind) => {
                 self.counters = counters;
                 self.dirty_since_checkpoint = kind != BatchKind::Synced;
+                if kind != BatchKind::Synced {
+                    if let Some(w) = &self.writeback {
+                        let _ = w.try_send(());
+                    }
+                }
                 for id in &fx.dead_files {
                     let _ = b.remove_blob(*id);
                 }
@@ -1407,6 +1473,7 @@ impl Committer {
             version,
             payload: Payload::Deleted,
         };
+        t.ns_tomb_cache.clear();
         t.ns_tombs
             .insert(prefix.as_slice(), encode_entry(&tomb).as_slice())
             .map_err(m("write namespace tombstone"))?;
@@ -1620,6 +1687,7 @@ impl Committer {
             }
             v
         };
+        t.ns_tomb_cache.clear();
         for (k, e) in all {
             if e.version.hlc < horizon {
                 t.ns_tombs

@@ -70,7 +70,10 @@ fn child(dir: &str, cycle: u64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = Store::open(FsBackend::open(dir).unwrap(), Config::default())
+        // Odd cycles run with the background writeback of the metadata file.
+        let mut cfg = Config::default();
+        cfg.background_writeback = cycle % 2 == 1;
+        let store = Store::open(FsBackend::open(dir).unwrap(), cfg)
             .await
             .unwrap();
         let mut tasks = Vec::new();
