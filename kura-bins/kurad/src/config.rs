@@ -73,6 +73,15 @@ pub struct Args {
     /// `0` disables the cache.
     #[arg(long, env = "KURA_READ_CACHE_BYTES", default_value = "32MiB")]
     pub read_cache_bytes: String,
+    /// Memory for the metadata database's pages (small objects included). It
+    /// also bounds the pages a redo-log checkpoint writes while PUTs wait.
+    #[arg(long, env = "KURA_METADATA_CACHE_BYTES", default_value = "64MiB")]
+    pub metadata_cache_bytes: String,
+    /// Sync the metadata database in the background between checkpoints
+    /// (`on`/`off`): shorter write stalls at checkpoints, for 15-30 % less
+    /// durable small-PUT throughput (best with a 16 MiB metadata cache).
+    #[arg(long, env = "KURA_BACKGROUND_WRITEBACK", default_value = "off")]
+    pub background_writeback: String,
     /// Background scrub rate: every stored object is re-read and its SHA-256
     /// checked at most this many bytes per second (corrupt objects are
     /// quarantined, and a mesh peer's copy replaces them); `0` disables it.
@@ -172,6 +181,10 @@ pub struct Config {
     /// Bytes of the store's read cache of small objects
     /// (`KURA_READ_CACHE_BYTES`; 0: none).
     pub read_cache_bytes: usize,
+    /// Bytes of the metadata database's page cache (`KURA_METADATA_CACHE_BYTES`).
+    pub metadata_cache_bytes: usize,
+    /// Background sync of the metadata database (`KURA_BACKGROUND_WRITEBACK`).
+    pub background_writeback: bool,
     /// Background scrub rate in bytes/s (`None`: no scrubbing).
     pub scrub_rate: Option<u64>,
     /// Pause between scrub passes.
@@ -210,6 +223,8 @@ impl Config {
             verify_reads_max: DEFAULT_VERIFY_READS_MAX,
             http_fast_path: true,
             read_cache_bytes: 32 << 20,
+            metadata_cache_bytes: 64 << 20,
+            background_writeback: false,
             scrub_rate: None,
             scrub_interval: Duration::from_secs(3600),
             capacity: Capacity::Unlimited,
@@ -393,6 +408,30 @@ impl Args {
             err("--read-cache-bytes", "KURA_READ_CACHE_BYTES", e);
             0
         });
+        let metadata_cache_bytes = parse_bytes(self.metadata_cache_bytes.trim())
+            .and_then(|n| {
+                if n < 1 << 20 {
+                    Err("must be at least 1MiB".to_owned())
+                } else {
+                    Ok(n)
+                }
+            })
+            .unwrap_or_else(|e| {
+                err("--metadata-cache-bytes", "KURA_METADATA_CACHE_BYTES", e);
+                0
+            });
+        let background_writeback = match self.background_writeback.trim() {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            other => {
+                err(
+                    "--background-writeback",
+                    "KURA_BACKGROUND_WRITEBACK",
+                    format!("{other:?}: expected on or off"),
+                );
+                false
+            }
+        };
         let http_fast_path = match self.http_fast_path.trim() {
             "on" | "true" | "1" => true,
             "off" | "false" | "0" => false,
@@ -539,6 +578,8 @@ impl Args {
                 verify_reads_max,
                 http_fast_path,
                 read_cache_bytes: usize::try_from(read_cache_bytes).unwrap_or(usize::MAX),
+                metadata_cache_bytes: usize::try_from(metadata_cache_bytes).unwrap_or(usize::MAX),
+                background_writeback,
                 scrub_rate,
                 scrub_interval: Duration::from_secs(scrub_interval),
                 capacity,
@@ -579,6 +620,10 @@ mod tests {
         a.durability = "sometimes".into();
         a.max_keyvalue_bytes = "0".into();
         a.verify_reads_max_bytes = "lots".into();
+        a.read_cache_bytes = "lots".into();
+        a.metadata_cache_bytes = "1KiB".into();
+        a.background_writeback = "sometimes".into();
+        a.http_fast_path = "maybe".into();
         a.tenant_id = Some("bad tenant".into());
         let errs = a.validate().unwrap_err();
         let envs: Vec<_> = errs.iter().map(|e| e.env).collect();
@@ -589,6 +634,10 @@ mod tests {
                 "KURA_TENANT_ID",
                 "KURA_MAX_KEYVALUE_BYTES",
                 "KURA_VERIFY_READS_MAX_BYTES",
+                "KURA_READ_CACHE_BYTES",
+                "KURA_METADATA_CACHE_BYTES",
+                "KURA_BACKGROUND_WRITEBACK",
+                "KURA_HTTP_FAST_PATH",
                 "KURA_CAPACITY",
                 "KURA_DURABILITY"
             ]

@@ -94,6 +94,8 @@ async fn run(config: Config, tokens: Option<kurad::auth::Tokens>) -> anyhow::Res
     store_config.capacity = config.capacity;
     store_config.durability = config.durability;
     store_config.read_cache_bytes = config.read_cache_bytes;
+    store_config.metadata_cache_bytes = config.metadata_cache_bytes;
+    store_config.background_writeback = config.background_writeback;
     // Ghosts (evicted objects' summary entries) only matter to a replica; the mesh
     // collects them after KURA_GHOST_TTL_SECS.
     store_config.ghosts = config.mesh.is_some();
