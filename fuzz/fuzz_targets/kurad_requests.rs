@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = kurad::auth::Tokens::parse(&text);
     let _ = kurad::auth::Tokens::token_from_header(&text);
     let _ = kurad::config::parse_bytes(&text);
+    let _ = kurad::config::parse_switch(&text);
     let meta = kurad::app::TurboMeta {
         duration: None,
         tag: Some(text.to_string()),

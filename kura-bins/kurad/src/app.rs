@@ -1335,25 +1335,47 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().clone();
     let (_guard, admitted) = s.enter();
-    let start = Instant::now();
-    let request_id = s.request_id(req.headers());
-    let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
-    let mut resp = if !admitted {
+    let observed = s.observe(req.headers(), &method, &route);
+    let resp = if !admitted {
         overloaded()
     } else {
-        tracing::Instrument::instrument(next.run(req), span.clone()).await
+        tracing::Instrument::instrument(next.run(req), observed.span.clone()).await
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
+    observed.finish(&s, resp, &method, &route)
+}
+
+/// One request being served (by the router or the fast path): its id,
+/// tracing span and start time.
+pub(crate) struct Observed {
+    start: Instant,
+    request_id: String,
+    /// The `request` span the handler runs in.
+    pub(crate) span: tracing::Span,
+}
+
+impl Observed {
+    /// Adds `x-request-id`, logs the outcome at debug level and records the
+    /// request metrics.
+    pub(crate) fn finish(
+        self,
+        s: &AppState,
+        mut resp: Response,
+        method: &Method,
+        route: &str,
+    ) -> Response {
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        let status = resp.status().as_u16();
+        let elapsed = self.start.elapsed();
+        self.span.in_scope(|| {
+            let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(status, elapsed_us, "request done");
+        });
+        s.metrics
+            .record_request(route, method, status, elapsed.as_secs_f64());
+        resp
     }
-    let status = resp.status().as_u16();
-    span.in_scope(|| {
-        let elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        tracing::debug!(status, elapsed_us, "request done");
-    });
-    s.metrics
-        .record_request(&route, &method, status, start.elapsed().as_secs_f64());
-    resp
 }
 
 /// The 503 of a request over `KURA_MAX_IN_FLIGHT`.
@@ -1367,6 +1389,18 @@ pub(crate) fn overloaded() -> Response {
 }
 
 impl AppState {
+    /// Starts the bookkeeping of one request: its id and span.
+    pub(crate) fn observe(&self, headers: &HeaderMap, method: &Method, route: &str) -> Observed {
+        let request_id = self.request_id(headers);
+        let span =
+            tracing::info_span!("request", id = %request_id, method = %method, route = %route);
+        Observed {
+            start: Instant::now(),
+            request_id,
+            span,
+        }
+    }
+
     /// The id of a request: the client's `x-request-id` when it is a sane
     /// token (1–128 visible ASCII characters), else a fresh one.
     pub(crate) fn request_id(&self, headers: &HeaderMap) -> String {

@@ -265,6 +265,15 @@ impl std::fmt::Display for ConfigError {
 /// Default of `KURA_VERIFY_READS_MAX_BYTES`.
 pub const DEFAULT_VERIFY_READS_MAX: u64 = 16 << 20;
 
+/// Parses an on/off switch: `on`, `true`, `1` or `off`, `false`, `0`.
+pub fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
+}
+
 /// Parses a byte size: a plain number or a number with a unit
 /// (`K`, `M`, `G`, `T` are powers of 1000; `Ki`, `Mi`, `Gi`, `Ti` powers of 1024;
 /// an optional trailing `B`).
@@ -420,30 +429,14 @@ impl Args {
                 err("--metadata-cache-bytes", "KURA_METADATA_CACHE_BYTES", e);
                 0
             });
-        let background_writeback = match self.background_writeback.trim() {
-            "on" | "true" | "1" => true,
-            "off" | "false" | "0" => false,
-            other => {
-                err(
-                    "--background-writeback",
-                    "KURA_BACKGROUND_WRITEBACK",
-                    format!("{other:?}: expected on or off"),
-                );
-                false
-            }
-        };
-        let http_fast_path = match self.http_fast_path.trim() {
-            "on" | "true" | "1" => true,
-            "off" | "false" | "0" => false,
-            other => {
-                err(
-                    "--http-fast-path",
-                    "KURA_HTTP_FAST_PATH",
-                    format!("{other:?}: expected on or off"),
-                );
-                true
-            }
-        };
+        let background_writeback = parse_switch(&self.background_writeback).unwrap_or_else(|e| {
+            err("--background-writeback", "KURA_BACKGROUND_WRITEBACK", e);
+            false
+        });
+        let http_fast_path = parse_switch(&self.http_fast_path).unwrap_or_else(|e| {
+            err("--http-fast-path", "KURA_HTTP_FAST_PATH", e);
+            true
+        });
         let scrub_rate = match parse_bytes(self.scrub_bytes_per_second.trim()) {
             Ok(0) => None,
             Ok(n) => Some(n),

@@ -30,7 +30,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::app::{self, AppState, REQUEST_ID};
+use crate::app::{self, AppState};
 use crate::body::ZeroCopyFile;
 use crate::keys::DEFAULT_NAMESPACE;
 
@@ -639,7 +639,6 @@ async fn answer(
     body: Body,
     admitted: bool,
 ) -> Response {
-    let start = Instant::now();
     let method = match req.verb {
         Verb::Get => Method::GET,
         Verb::Head => Method::HEAD,
@@ -647,10 +646,8 @@ async fn answer(
     };
     let head = req.verb == Verb::Head;
     let template = route.template(ns.is_some());
-    let request_id = state.request_id(&req.headers);
-    let span =
-        tracing::info_span!("request", id = %request_id, method = %method, route = %template);
-    let mut resp = if admitted {
+    let observed = state.observe(&req.headers, &method, template);
+    let resp = if admitted {
         let ns = ns.unwrap_or(DEFAULT_NAMESPACE);
         let headers = &req.headers;
         let put = matches!(req.verb, Verb::Put(_));
@@ -678,23 +675,12 @@ async fn answer(
                 (Route::Nx { hash }, true) => app::nx_write(state, ns, hash, headers, body).await,
             }
         };
-        tracing::Instrument::instrument(work, span.clone()).await
+        tracing::Instrument::instrument(work, observed.span.clone()).await
     } else {
         app::overloaded()
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
-    let status = resp.status().as_u16();
-    span.in_scope(|| {
-        let elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        tracing::debug!(status, elapsed_us, "request done");
-    });
-    state
-        .metrics
-        .record_request(template, &method, status, start.elapsed().as_secs_f64());
     state.metrics.fast_requests.inc();
-    resp
+    observed.finish(state, resp, &method, template)
 }
 
 /// Serialises a response the way hyper does for HTTP/1.1: status line,
