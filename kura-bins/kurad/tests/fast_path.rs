@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{TestServer, client, sha256_hex};
+use common::{TestServer, client, h2c_client, metric, random_bytes, sha256_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -140,20 +140,6 @@ impl Conn {
     }
 }
 
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
-
 const FAST: &str = "kura_http_fast_path_requests_total";
 const SENDFILE: &str = "kura_http_sendfile_bytes_total";
 
@@ -191,18 +177,6 @@ async fn put(s: &TestServer, path: &str, body: Vec<u8>, token: Option<&str>) {
     }
     let st = r.send().await.unwrap().status();
     assert!(st.is_success(), "PUT {path}: {st}");
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -286,6 +260,10 @@ async fn fast_and_general_paths_answer_alike() {
         }
     }
     assert!(compared > 300);
+    // Repeated reads of the small objects came from the store's read cache,
+    // and kurad exports its counters.
+    assert!(metric(s.addr, "kura_store_read_cache_hits_total").await > 0);
+    assert!(metric(s.addr, "kura_store_read_cache_objects").await > 0);
     // The object over the verification limit went out with sendfile, whole
     // and in ranges, and byte-exact.
     let sent = metric(s.addr, SENDFILE).await;
@@ -576,11 +554,7 @@ async fn a_connection_moves_to_the_general_stack_and_keeps_working() {
     assert_eq!(r.body, b"first");
     assert!(!c.fill().await, "the server closes after Connection: close");
     // h2c with prior knowledge still works on the same port.
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = h2c_client();
     let r = h2.get(s.url("/cache/a")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"first");

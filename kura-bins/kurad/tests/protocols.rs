@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestServer, client, raw, sha256_hex, status_of};
+use common::{TestServer, client, files_under, h2c_client, raw, sha256_hex, status_of};
 use reqwest::StatusCode;
 
 const GRADLE_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -626,11 +626,7 @@ async fn chunked_upload_and_h2c() {
     )
     .await;
     assert_eq!(status_of(&resp), 201, "{resp}");
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = h2c_client();
     let r = h2.get(s.url("/ccache/chunked1")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.bytes().await.unwrap(), "hello world");
@@ -1033,19 +1029,6 @@ async fn sccache_webdav_status_codes() {
         StatusCode::NOT_FOUND
     );
     s.stop().await;
-}
-
-/// Every regular file under `dir` (recursively).
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        if t.is_dir() {
-            files_under(&e.path(), out);
-        } else if t.is_file() {
-            out.push(e.path());
-        }
-    }
 }
 
 async fn put_ok(c: &reqwest::Client, url: &str, data: &[u8]) {

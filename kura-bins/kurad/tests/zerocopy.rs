@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, client, sha256_hex};
+use common::{TestServer, client, files_under, h2c_client, metrics_text, random_bytes, sha256_hex};
 use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -19,23 +19,9 @@ async fn server() -> TestServer {
     TestServer::start_with(|c| c.verify_reads_max = VERIFY_MAX).await
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*), distinct per seed.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Uploads on a client of its own, so each GET under test starts on a fresh
 /// connection.
-async fn put_ok(_c: &reqwest::Client, url: &str, data: &[u8]) {
+async fn put_ok(url: &str, data: &[u8]) {
     let r = h1().put(url).body(data.to_vec()).send().await.unwrap();
     assert!(r.status().is_success(), "PUT {url}: {}", r.status());
 }
@@ -150,7 +136,7 @@ async fn http1_get_goes_through_sendfile_byte_exact() {
     let c = h1();
     let data = random_bytes(5 * 1024 * 1024 + 123, 1);
     let url = s.url("/ccache/zc-full");
-    put_ok(&c, &url, &data).await;
+    put_ok(&url, &data).await;
     let before = sent(&s);
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -173,7 +159,7 @@ async fn http1_get_goes_through_sendfile_byte_exact() {
     // Objects under the verify limit keep the verifying path.
     let small = random_bytes(300_000, 2);
     let small_url = s.url("/ccache/zc-small");
-    put_ok(&c, &small_url, &small).await;
+    put_ok(&small_url, &small).await;
     let got = c
         .get(&small_url)
         .send()
@@ -185,14 +171,7 @@ async fn http1_get_goes_through_sendfile_byte_exact() {
     assert_eq!(got.as_ref(), small.as_slice());
     assert_eq!(sent(&s) - before, data.len() as u64);
     // The counter is exported.
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(s.addr).await;
     assert!(
         text.contains(&format!("kura_http_sendfile_bytes_total {}", sent(&s))),
         "{text}"
@@ -207,7 +186,7 @@ async fn ranges_go_through_sendfile_byte_exact() {
     let data = random_bytes(4 * 1024 * 1024 + 77, 3);
     let len = data.len() as u64;
     let url = s.url("/ccache/zc-ranges");
-    put_ok(&c, &url, &data).await;
+    put_ok(&url, &data).await;
     let cases: [(String, u64, u64); 5] = [
         ("bytes=0-9".into(), 0, 10),
         ("bytes=1048570-3000000".into(), 1_048_570, 3_000_001),
@@ -239,12 +218,8 @@ async fn h2c_never_uses_sendfile() {
     let s = server().await;
     let data = random_bytes(3 * 1024 * 1024 + 5, 4);
     let url = s.url("/ccache/zc-h2");
-    put_ok(&h1(), &url, &data).await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    put_ok(&url, &data).await;
+    let h2 = h2c_client();
     let before = sent(&s);
     let r = h2.get(&url).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
@@ -274,15 +249,14 @@ async fn h2c_never_uses_sendfile() {
 #[tokio::test]
 async fn keep_alive_interleaves_zero_copy_and_ordinary_responses() {
     let s = server().await;
-    let c = h1();
     let big_a = random_bytes(3 * 1024 * 1024 + 7, 5);
     let big_b = random_bytes(2 * 1024 * 1024 + 1, 6);
     let small = random_bytes(100, 7);
     let medium = random_bytes(600_000, 8);
-    put_ok(&c, &s.url("/ccache/ka-a"), &big_a).await;
-    put_ok(&c, &s.url("/ccache/ka-b"), &big_b).await;
-    put_ok(&c, &s.url("/ccache/ka-small"), &small).await;
-    put_ok(&c, &s.url("/ccache/ka-medium"), &medium).await;
+    put_ok(&s.url("/ccache/ka-a"), &big_a).await;
+    put_ok(&s.url("/ccache/ka-b"), &big_b).await;
+    put_ok(&s.url("/ccache/ka-small"), &small).await;
+    put_ok(&s.url("/ccache/ka-medium"), &medium).await;
     let before = sent(&s);
     let mut raw = Raw::connect(&s).await;
     let mut expect_sent = 0u64;
@@ -390,12 +364,12 @@ async fn an_object_overwritten_during_a_slow_get_streams_its_old_bytes() {
     let old = random_bytes(32 * 1024 * 1024, 9);
     let new = random_bytes(32 * 1024 * 1024, 10);
     let url = s.url("/ccache/zc-overwrite");
-    put_ok(&c, &url, &old).await;
+    put_ok(&url, &old).await;
     let before = sent(&s);
     let (mut raw, len, mut got) = start_slow_get(&s, "/ccache/zc-overwrite", 64 * 1024).await;
     assert_eq!(len, old.len());
     // Overwrite, and prove it landed, while the first GET is parked.
-    put_ok(&c, &url, &new).await;
+    put_ok(&url, &new).await;
     let in_flight = sent(&s) - before;
     assert!(
         in_flight < old.len() as u64 / 2,
@@ -423,7 +397,7 @@ async fn a_blob_truncated_mid_stream_cuts_the_response_never_pads_it() {
     let c = h1();
     let data = random_bytes(32 * 1024 * 1024, 11);
     let url = s.url("/ccache/zc-truncate");
-    put_ok(&c, &url, &data).await;
+    put_ok(&url, &data).await;
     let mut files = Vec::new();
     files_under(&s.state.config.data_dir, &mut files);
     let blob = files
@@ -457,7 +431,7 @@ async fn clients_vanishing_mid_stream_do_not_hurt_the_server() {
     let c = h1();
     let data = random_bytes(16 * 1024 * 1024 + 3, 12);
     let url = s.url("/ccache/zc-vanish");
-    put_ok(&c, &url, &data).await;
+    put_ok(&url, &data).await;
     for i in 0..5 {
         let (raw, _, got) = start_slow_get(&s, "/ccache/zc-vanish", 1000 * (i + 1)).await;
         assert_eq!(got.as_slice(), &data[..got.len()]);
@@ -483,18 +457,6 @@ async fn clients_vanishing_mid_stream_do_not_hurt_the_server() {
     s.stop().await;
 }
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        if t.is_dir() {
-            files_under(&e.path(), out);
-        } else if t.is_file() {
-            out.push(e.path());
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_default_client_takes_the_zero_copy_path() {
     // `common::client` is the suite's default client; it negotiates HTTP/1.1
@@ -502,7 +464,7 @@ async fn the_default_client_takes_the_zero_copy_path() {
     let s = server().await;
     let data = random_bytes(2 * 1024 * 1024, 13);
     let url = s.url("/ccache/zc-default-client");
-    put_ok(&client(), &url, &data).await;
+    put_ok(&url, &data).await;
     let before = sent(&s);
     let got = client()
         .get(&url)
@@ -521,7 +483,7 @@ async fn the_default_client_takes_the_zero_copy_path() {
 async fn http1_0_requests_are_served_whole_by_the_general_stack() {
     let s = server().await;
     let data = random_bytes(2 * 1024 * 1024 + 9, 14);
-    put_ok(&h1(), &s.url("/ccache/zc-http10"), &data).await;
+    put_ok(&s.url("/ccache/zc-http10"), &data).await;
     let before = sent(&s);
     let mut raw = Raw::connect(&s).await;
     raw.s
