@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use kura_store::{
     Applied, Capacity, Config, Digest, Hlc, Learned, ManualClock, MemBackend, NodeId, ObjectId,
-    ReplicatedRecord, Stats, Store, Version, body_from_bytes,
+    ReplicatedRecord, Stats, Store, Version,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -60,21 +60,6 @@ async fn expect(store: &Store, id: &ObjectId, want: Option<(&[u8], Version)>) {
             ),
         }
     }
-}
-
-fn put_record(id: &ObjectId, hlc: Hlc, node: u64, data: &[u8]) -> ReplicatedRecord {
-    ReplicatedRecord::Put {
-        id: id.clone(),
-        version: Version::new(hlc, NodeId(node)),
-        content_type: "r".into(),
-        len: data.len() as u64,
-        digest: Digest::of(data),
-        refs: vec![],
-    }
-}
-
-fn body(data: &[u8]) -> Option<kura_store::BodyStream> {
-    Some(Box::pin(body_from_bytes(data.to_vec())))
 }
 
 #[tokio::test]

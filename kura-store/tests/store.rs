@@ -673,21 +673,6 @@ fn skew_cfg(clock: Arc<ManualClock>, node: u64) -> Config {
     c
 }
 
-fn put_record(id: &kura_store::ObjectId, hlc: Hlc, node: u64, data: &[u8]) -> ReplicatedRecord {
-    ReplicatedRecord::Put {
-        id: id.clone(),
-        version: Version::new(hlc, NodeId(node)),
-        content_type: "x".into(),
-        len: data.len() as u64,
-        digest: Digest::of(data),
-        refs: vec![],
-    }
-}
-
-fn body(data: &[u8]) -> Option<kura_store::BodyStream> {
-    Some(Box::pin(body_from_bytes(data.to_vec())))
-}
-
 #[tokio::test]
 async fn clock_skew_is_bounded() {
     let now = 1_700_000_000_000u64;

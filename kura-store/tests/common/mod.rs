@@ -14,7 +14,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
-use kura_store::{NamespaceId, ObjectId, Store};
+use kura_store::{
+    BodyStream, Digest, Hlc, NamespaceId, NodeId, ObjectId, ReplicatedRecord, Store, Version,
+    body_from_bytes,
+};
 
 /// A body stream from a list of chunks (or errors).
 pub struct Chunks(pub VecDeque<io::Result<Bytes>>);
@@ -58,4 +61,21 @@ pub fn nsid(ns: &str) -> NamespaceId {
 pub async fn read(store: &Store, id: &ObjectId) -> Option<Vec<u8>> {
     let obj = store.get(id).await.unwrap()?;
     Some(obj.read_all().await.unwrap().to_vec())
+}
+
+/// A replicated put of `data` at `hlc` from node `node`.
+pub fn put_record(id: &ObjectId, hlc: Hlc, node: u64, data: &[u8]) -> ReplicatedRecord {
+    ReplicatedRecord::Put {
+        id: id.clone(),
+        version: Version::new(hlc, NodeId(node)),
+        content_type: "x".into(),
+        len: data.len() as u64,
+        digest: Digest::of(data),
+        refs: vec![],
+    }
+}
+
+/// The body of a replicated put.
+pub fn body(data: &[u8]) -> Option<BodyStream> {
+    Some(Box::pin(body_from_bytes(data.to_vec())))
 }
