@@ -1,18 +1,18 @@
-//! The HTTP/1.1 read fast path.
+//! The HTTP/1.1 fast path for object reads and writes.
 //!
-//! Most of a build cache's traffic is plain HTTP/1.1 `GET`s of small objects
-//! (and `PUT`s of small ones) on keep-alive connections. Going through hyper,
-//! axum's router and its middleware costs about as much CPU as the store read
-//! itself, so a new connection starts here instead: this module reads request
-//! heads itself (with `httparse`), answers `GET`/`HEAD`, and `PUT` with a
-//! declared length of at most [`MAX_FAST_BODY`], of the Gradle, Bazel, ccache
-//! and Nx mount points by calling the **same** handler functions as the
-//! router, and writes the response itself: head and small body in one
-//! `writev`, large unverified objects with `sendfile` straight from the blob
-//! file.
+//! Most of a build cache's traffic is plain HTTP/1.1 `GET`s and `PUT`s of
+//! objects on keep-alive connections. Going through hyper, axum's router and
+//! its middleware costs about as much CPU as the store read itself, so a new
+//! connection starts here instead: this module reads request heads itself
+//! (with `httparse`), answers `GET`/`HEAD` and `PUT` with a declared length of
+//! the Gradle, Bazel, ccache and Nx mount points by calling the **same**
+//! handler functions as the router, and writes the response itself: head and
+//! small body in one `writev`, large unverified objects with `sendfile`
+//! straight from the blob file. Bodies up to [`MAX_FAST_BODY`] are read whole
+//! first; larger ones (and `Expect: 100-continue`) stream into the handler.
 //!
-//! Anything else — another method or route, a chunked or large body, `Expect`,
-//! `Upgrade`, HTTP/1.0, the h2c preface, a query string, percent-encoded or
+//! Anything else — another method or route, a chunked body, a body over the
+//! smallest route limit, `Upgrade`, HTTP/1.0, the h2c preface, a query string, percent-encoded or
 //! unusual paths, a malformed head — hands the connection over to the
 //! general stack (hyper + axum) *before any side effect*, replaying the bytes
 //! already read, and the connection stays there. So the fast path only ever
@@ -51,8 +51,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines the fast path parses (more: hand-over).
 const MAX_HEADERS: usize = 48;
 
-/// Largest request body the fast path reads into memory (a `PUT` with a
-/// larger `Content-Length` is handed over, and streams to the store there).
+/// Largest request body the fast path reads whole into memory before the
+/// handler runs (a larger one streams into the handler as it reads).
 /// Bodies are read only while holding an in-flight slot, so the memory they
 /// take is bounded by `KURA_MAX_IN_FLIGHT` × this.
 pub const MAX_FAST_BODY: u64 = 256 << 10;
@@ -696,10 +696,10 @@ async fn write_response(
 ) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
-    let bodiless = head_req
-        || status.is_informational()
+    let no_body_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    let bodiless = head_req || no_body_status;
     let zero_copy = if bodiless {
         None
     } else {
@@ -728,10 +728,7 @@ async fn write_response(
             push_length(&mut out, n);
         }
         false
-    } else if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    } else if no_body_status {
         false
     } else if let Some(n) = exact {
         push_length(&mut out, n);
