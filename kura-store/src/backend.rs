@@ -11,6 +11,8 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
+
 /// Where the metadata database lives.
 #[derive(Debug)]
 pub enum MetadataStorage {
@@ -95,6 +97,31 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn redo_clear(&self) -> io::Result<()> {
         Ok(())
     }
+    /// The segments of the value log (see `docs/store.md`, "The value log"): their numbers
+    /// and lengths, in ascending order. Backends with a redo log must implement the `log_*`
+    /// methods: the store appends its batch records there, and small objects' bytes stay
+    /// in those records.
+    fn log_segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        Ok(Vec::new())
+    }
+    /// Writes `record` at `offset` of segment `seg` (creating the segment, durably, if it
+    /// does not exist) and makes it durable (`fdatasync`) before returning.
+    fn log_write(&self, _seg: u64, _offset: u64, _record: &[u8]) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Reads `len` bytes at `offset` of segment `seg`; a missing segment is `NotFound`, a
+    /// short one `UnexpectedEof`.
+    fn log_read_at(&self, _seg: u64, _offset: u64, _len: usize) -> io::Result<Bytes> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Reads a whole segment.
+    fn log_read(&self, _seg: u64) -> io::Result<Vec<u8>> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Removes a segment (missing is not an error).
+    fn log_remove(&self, _seg: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -108,6 +135,8 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 /// tmp/<id>                  blobs being written
 /// blobs/<id >> 12>/<id>     published blobs (ids in hex; 4096 per directory)
 /// quarantine/<id>           blobs that failed verification
+/// log/<seg>.seg             value-log segments: batch records and small objects' bytes
+/// redo.log                  the redo log of earlier releases (read once at open)
 /// ```
 #[derive(Debug)]
 pub struct FsBackend {
@@ -115,13 +144,18 @@ pub struct FsBackend {
     intent: Mutex<File>,
     /// The redo log and the offset of the next record.
     redo: Mutex<(File, u64)>,
+    /// Open value-log segments (at most [`OPEN_SEGMENTS`] kept).
+    segs: RwLock<HashMap<u64, Arc<File>>>,
 }
+
+/// Value-log segment handles an [`FsBackend`] keeps open.
+const OPEN_SEGMENTS: usize = 256;
 
 impl FsBackend {
     /// Opens (creating if needed) a store directory.
     pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = root.as_ref().to_path_buf();
-        for d in ["tmp", "blobs", "quarantine"] {
+        for d in ["tmp", "blobs", "quarantine", "log"] {
             fs::create_dir_all(root.join(d))?;
         }
         let intent = OpenOptions::new()
@@ -142,7 +176,48 @@ impl FsBackend {
             root,
             intent: Mutex::new(intent),
             redo: Mutex::new((redo, 0)),
+            segs: RwLock::new(HashMap::new()),
         })
+    }
+
+    fn seg_path(&self, seg: u64) -> PathBuf {
+        self.root.join("log").join(format!("{seg:016x}.seg"))
+    }
+
+    /// The open handle of segment `seg`, opening (and with `create`, durably creating) it.
+    fn seg(&self, seg: u64, create: bool) -> io::Result<Arc<File>> {
+        if let Some(f) = self
+            .segs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&seg)
+        {
+            return Ok(f.clone());
+        }
+        let path = self.seg_path(seg);
+        let f = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                sync_dir(&self.root.join("log"))?;
+                f
+            }
+            Err(e) => return Err(e),
+        };
+        let f = Arc::new(f);
+        let mut g = self.segs.write().unwrap_or_else(|e| e.into_inner());
+        if g.len() >= OPEN_SEGMENTS {
+            let victim = g.keys().copied().find(|k| *k != seg);
+            if let Some(v) = victim {
+                g.remove(&v);
+            }
+        }
+        Ok(g.entry(seg).or_insert(f).clone())
     }
 
     /// The store directory.
@@ -336,6 +411,42 @@ impl Backend for FsBackend {
         self.redo.lock().unwrap_or_else(|e| e.into_inner()).1 = 0;
         Ok(())
     }
+    fn log_segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("log"))? {
+            let e = e?;
+            let name = e.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+                continue;
+            };
+            if let Ok(seg) = u64::from_str_radix(hex, 16) {
+                out.push((seg, e.metadata()?.len()));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+    fn log_write(&self, seg: u64, offset: u64, record: &[u8]) -> io::Result<()> {
+        let f = self.seg(seg, true)?;
+        f.write_all_at(record, offset)?;
+        f.sync_data()
+    }
+    fn log_read_at(&self, seg: u64, offset: u64, len: usize) -> io::Result<Bytes> {
+        let f = self.seg(seg, false)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset)?;
+        Ok(Bytes::from(buf))
+    }
+    fn log_read(&self, seg: u64) -> io::Result<Vec<u8>> {
+        fs::read(self.seg_path(seg))
+    }
+    fn log_remove(&self, seg: u64) -> io::Result<()> {
+        self.segs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seg);
+        ignore_missing(fs::remove_file(self.seg_path(seg)))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +459,7 @@ struct MemState {
     quarantine: HashMap<u64, Arc<Vec<u8>>>,
     intent: Vec<u64>,
     redo: Vec<u8>,
+    log: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// An in-memory backend. Clones share the same contents, so a store can be "reopened" on
@@ -577,6 +689,47 @@ impl Backend for MemBackend {
     }
     fn redo_clear(&self) -> io::Result<()> {
         self.lock().redo.clear();
+        Ok(())
+    }
+    fn log_segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        Ok(self
+            .lock()
+            .log
+            .iter()
+            .map(|(k, v)| (*k, v.len() as u64))
+            .collect())
+    }
+    fn log_write(&self, seg: u64, offset: u64, record: &[u8]) -> io::Result<()> {
+        let mut g = self.lock();
+        let v = g.log.entry(seg).or_default();
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let end = start + record.len();
+        if v.len() < end {
+            v.resize(end, 0);
+        }
+        v[start..end].copy_from_slice(record);
+        Ok(())
+    }
+    fn log_read_at(&self, seg: u64, offset: u64, len: usize) -> io::Result<Bytes> {
+        let g = self.lock();
+        let v = g
+            .log
+            .get(&seg)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        v.get(start..start.saturating_add(len))
+            .map(Bytes::copy_from_slice)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    }
+    fn log_read(&self, seg: u64) -> io::Result<Vec<u8>> {
+        self.lock()
+            .log
+            .get(&seg)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn log_remove(&self, seg: u64) -> io::Result<()> {
+        self.lock().log.remove(&seg);
         Ok(())
     }
     fn fs_total_bytes(&self) -> io::Result<u64> {
@@ -833,6 +986,22 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn redo_clear(&self) -> io::Result<()> {
         self.inner.redo_clear()
     }
+    fn log_segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        self.inner.log_segments()
+    }
+    fn log_write(&self, seg: u64, offset: u64, record: &[u8]) -> io::Result<()> {
+        self.faults.check(FaultPoint::RedoAppend)?;
+        self.inner.log_write(seg, offset, record)
+    }
+    fn log_read_at(&self, seg: u64, offset: u64, len: usize) -> io::Result<Bytes> {
+        self.inner.log_read_at(seg, offset, len)
+    }
+    fn log_read(&self, seg: u64) -> io::Result<Vec<u8>> {
+        self.inner.log_read(seg)
+    }
+    fn log_remove(&self, seg: u64) -> io::Result<()> {
+        self.inner.log_remove(seg)
+    }
     fn fs_total_bytes(&self) -> io::Result<u64> {
         self.inner.fs_total_bytes()
     }
@@ -886,6 +1055,21 @@ impl<B: Backend> Backend for Arc<B> {
     }
     fn redo_clear(&self) -> io::Result<()> {
         (**self).redo_clear()
+    }
+    fn log_segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        (**self).log_segments()
+    }
+    fn log_write(&self, seg: u64, offset: u64, record: &[u8]) -> io::Result<()> {
+        (**self).log_write(seg, offset, record)
+    }
+    fn log_read_at(&self, seg: u64, offset: u64, len: usize) -> io::Result<Bytes> {
+        (**self).log_read_at(seg, offset, len)
+    }
+    fn log_read(&self, seg: u64) -> io::Result<Vec<u8>> {
+        (**self).log_read(seg)
+    }
+    fn log_remove(&self, seg: u64) -> io::Result<()> {
+        (**self).log_remove(seg)
     }
     fn fs_total_bytes(&self) -> io::Result<u64> {
         (**self).fs_total_bytes()

@@ -90,6 +90,9 @@ impl<'a> Reader<'a> {
     pub(crate) fn key(&mut self) -> Result<Key, Error> {
         Key::new(self.string()?)
     }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
     pub(crate) fn finish(&self) -> Result<(), Error> {
         if self.buf.is_empty() {
             Ok(())

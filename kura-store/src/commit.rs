@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ use crate::merge::{Entry, Payload, shadowed_by_namespace, winner};
 use crate::meta::{
     BlobLoc, ObjectMeta, ReplicatedRecord, decode_entry, encode_bucket, encode_entry,
 };
-use crate::redo::{RedoBatch, RedoOp, RedoStaged};
+use crate::redo::{RecordBuilder, RedoBatch, RedoOp, RedoStaged};
 use crate::store::{Durability, Shared};
 use crate::summary::{self, DEPTH, NodeHash};
 use crate::types::{Digest, Key, NamespaceId, ObjectId, ObjectRef};
@@ -35,6 +35,9 @@ pub(crate) const REFS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(
 pub(crate) const SUMMARY: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("summary");
 pub(crate) const BUCKETS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("buckets");
 pub(crate) const STATE: TableDefinition<'_, &str, u64> = TableDefinition::new("state");
+/// Value-log segments holding packed bodies: segment → live bytes (see `docs/store.md`,
+/// "The value log").
+pub(crate) const PACKS: TableDefinition<'_, u64, u64> = TableDefinition::new("packs");
 /// Ghosts: objects evicted while their summary entry stays (object key → entry ++ eviction
 /// time in ms). See `docs/store.md`, "Ghosts".
 pub(crate) const GHOSTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("ghosts");
@@ -150,6 +153,10 @@ pub(crate) struct Counters {
     pub(crate) max_hlc: u64,
     /// Sequence number of the last redo-log batch applied to the database.
     pub(crate) redo_seq: u64,
+    /// Where recovery starts reading the value log: segment and offset (everything before
+    /// is durable in the database).
+    pub(crate) log_seg: u64,
+    pub(crate) log_off: u64,
 }
 
 impl Counters {
@@ -167,13 +174,37 @@ impl Counters {
             seq: get("seq")?,
             max_hlc: get("max_hlc")?,
             redo_seq: get("redo_seq")?,
+            log_seg: get("log_seg")?,
+            log_off: get("log_off")?,
         })
+    }
+
+    fn save(&self, t: &mut Table<'_, &'static str, u64>) -> Result<()> {
+        let w = "write state";
+        for (k, v) in [
+            ("objects", self.objects),
+            ("bytes", self.bytes),
+            ("ghosts", self.ghosts),
+            ("seq", self.seq),
+            ("max_hlc", self.max_hlc),
+            ("redo_seq", self.redo_seq),
+            ("log_seg", self.log_seg),
+            ("log_off", self.log_off),
+        ] {
+            t.insert(k, v).map_err(m(w))?;
+        }
+        Ok(())
     }
 }
 
 pub(crate) enum Staged {
     Inline(Bytes),
     File(u64),
+    /// Recovery: the body is already in the value log, here.
+    Packed {
+        seg: u64,
+        off: u64,
+    },
 }
 
 pub(crate) struct PendingPut {
@@ -222,6 +253,10 @@ pub(crate) enum Op {
     TrimChanges {
         upto: u64,
     },
+    /// Copies the live packed bodies of a value-log segment into this batch's record.
+    Compact {
+        seg: u64,
+    },
     Checkpoint,
     Shutdown,
 }
@@ -251,8 +286,14 @@ struct Effects {
     evicted_objects: u64,
     evicted_bytes: u64,
     corrupt: u64,
-    /// Resolved operations to log (redo mode).
-    redo: Vec<RedoOp>,
+    /// The batch's record, built as operations apply (redo mode, not during recovery).
+    log: Option<RecordBuilder>,
+    /// Where that record will be written: segment and offset.
+    log_at: (u64, u64),
+    /// Change of live packed bytes per value-log segment.
+    pack_delta: HashMap<u64, i64>,
+    /// The resulting live bytes, written to `PACKS` (see [`Committer::write_packs`]).
+    pack_new: Vec<(u64, u64)>,
     /// The batch did something the redo log does not record (eviction, quarantine, GC,
     /// trimming): it must be committed durably as a checkpoint.
     needs_checkpoint: bool,
@@ -286,6 +327,7 @@ struct Tables<'t> {
     buckets: Table<'t, &'static [u8], &'static [u8]>,
     ghosts: Table<'t, &'static [u8], &'static [u8]>,
     state: Table<'t, &'static str, u64>,
+    packs: Table<'t, u64, u64>,
     /// Summary-node XOR deltas of this batch, written once at the end (a batch of writes to
     /// one namespace shares its upper nodes).
     summary_delta: HashMap<Vec<u8>, NodeHash>,
@@ -322,6 +364,7 @@ impl<'t> Tables<'t> {
             buckets: txn.open_table(BUCKETS).map_err(m(o))?,
             ghosts: txn.open_table(GHOSTS).map_err(m(o))?,
             state: txn.open_table(STATE).map_err(m(o))?,
+            packs: txn.open_table(PACKS).map_err(m(o))?,
             summary_delta: HashMap::new(),
             touched: Vec::new(),
             refreshed: Vec::new(),
@@ -355,14 +398,7 @@ impl<'t> Tables<'t> {
     }
 
     fn save_counters(&mut self, c: &Counters) -> Result<()> {
-        let w = "write state";
-        self.state.insert("objects", c.objects).map_err(m(w))?;
-        self.state.insert("bytes", c.bytes).map_err(m(w))?;
-        self.state.insert("ghosts", c.ghosts).map_err(m(w))?;
-        self.state.insert("seq", c.seq).map_err(m(w))?;
-        self.state.insert("max_hlc", c.max_hlc).map_err(m(w))?;
-        self.state.insert("redo_seq", c.redo_seq).map_err(m(w))?;
-        Ok(())
+        c.save(&mut self.state)
     }
 
     fn get_meta(&self, key: &[u8]) -> Result<Option<ObjectMeta>> {
@@ -560,6 +596,20 @@ pub(crate) struct Committer {
     forced: std::cell::Cell<Option<(Version, u64)>>,
     /// Wakes the background writeback of the database file (see [`writeback`]).
     writeback: Option<SyncSender<()>>,
+    /// Value log (redo mode): the segment records go to, and its length.
+    log_seg: u64,
+    log_end: u64,
+    /// Every value-log segment: its length and its live packed bytes (mirror of `PACKS`).
+    segs: std::collections::BTreeMap<u64, SegInfo>,
+    /// Segments compaction gave up on (unreadable); not tried again until reopened.
+    compact_skip: std::collections::HashSet<u64>,
+}
+
+/// What the committer knows of a value-log segment.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SegInfo {
+    pub(crate) len: u64,
+    pub(crate) live: u64,
 }
 
 /// Background writeback of the database file in redo mode, on its own descriptor and
@@ -597,6 +647,12 @@ const REDO_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 const REDO_CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Least time between two background syncs of the database file (see [`writeback`]).
 const WRITEBACK_INTERVAL: Duration = Duration::from_millis(100);
+/// A batch starts a new value-log segment once the current one is this long.
+pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;
+/// Compaction relocates a sealed segment's live bodies once they are less than half of it.
+const COMPACT_LIVE_PCT: u64 = 50;
+/// Most body bytes one compaction batch relocates.
+const COMPACT_MAX_BYTES: u64 = 16 << 20;
 
 impl Committer {
     pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Cmd>, counters: Counters) -> Self {
@@ -614,6 +670,10 @@ impl Committer {
             redo_suspect: false,
             forced: std::cell::Cell::new(None),
             writeback: None,
+            log_seg: 0,
+            log_end: 0,
+            segs: std::collections::BTreeMap::new(),
+            compact_skip: std::collections::HashSet::new(),
             shared,
         }
     }
@@ -690,6 +750,7 @@ impl Committer {
                 self.run_batch(work);
             }
             self.maybe_evict();
+            self.maybe_compact();
             let due = self.checkpoint_interval().is_some_and(|iv| {
                 self.dirty_since_checkpoint && self.last_checkpoint.elapsed() >= iv
             }) || self.redo_bytes >= REDO_CHECKPOINT_BYTES;
@@ -712,61 +773,305 @@ impl Committer {
     }
 
     /// Recovery: applies, in order, the logged batches the database does not have yet (the
-    /// ones numbered above its `redo_seq`), then checkpoints and empties the log. Returns the
+    /// ones numbered above its `redo_seq`): first those of a version-1 `redo.log`, then
+    /// those of the value log from the recorded start; then checkpoints, removes segments
+    /// nothing needs any more, and points new records at a fresh segment. Returns the
     /// number of batches replayed.
-    pub(crate) fn replay(&mut self, batches: Vec<RedoBatch>) -> Result<u64> {
+    pub(crate) fn replay(&mut self, legacy: Vec<RedoBatch>) -> Result<u64> {
         let mut replayed = 0;
-        for batch in batches {
+        for batch in legacy {
             if batch.seq <= self.counters.redo_seq {
                 continue;
             }
-            let mut fx = Effects::default();
-            let mut c = self.counters;
-            let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
-            txn.set_durability(redb::Durability::None)
-                .map_err(m("set durability"))?;
-            {
-                let mut t = Tables::open(&txn)?;
-                for op in batch.ops {
-                    let r = self.replay_op(&mut t, op, &mut fx, &mut c);
-                    self.forced.set(None);
-                    match r {
-                        Ok(()) | Err(Error::MissingReference { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                t.flush_summary()?;
-                c.redo_seq = batch.seq;
-                t.save_counters(&c)?;
-                fx.touched = std::mem::take(&mut t.touched);
-            }
-            txn.commit().map_err(m("commit"))?;
-            self.sync_read_cache(&mut fx);
-            self.counters = c;
-            for id in &fx.dead_files {
-                let _ = self.shared.backend.remove_blob(*id);
-            }
+            let ops = batch.ops.into_iter().map(|op| (op, None)).collect();
+            self.replay_batch(batch.seq, ops)?;
             replayed += 1;
         }
-        let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
-        txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(m("set durability"))?;
-        txn.commit().map_err(m("commit"))?;
+        let b = self.shared.backend.clone();
+        if b.supports_redo() {
+            let segs = b
+                .log_segments()
+                .map_err(|e| Error::io("list value log", e))?;
+            {
+                let rtx = self.shared.db.begin_read().map_err(m("begin read"))?;
+                let packs = rtx.open_table(PACKS).map_err(m("open table"))?;
+                for row in packs.iter().map_err(m("read packs"))? {
+                    let (k, v) = row.map_err(m("read packs"))?;
+                    self.segs.entry(k.value()).or_default().live = v.value();
+                }
+            }
+            for (seg, len) in &segs {
+                self.segs.entry(*seg).or_default().len = *len;
+            }
+            let from = (self.counters.log_seg, self.counters.log_off);
+            for (seg, _) in segs.iter().filter(|(s, _)| *s >= from.0) {
+                let buf = b
+                    .log_read(*seg)
+                    .map_err(|e| Error::io("read value log", e))?;
+                let start = if *seg == from.0 {
+                    usize::try_from(from.1).unwrap_or(usize::MAX).min(buf.len())
+                } else {
+                    0
+                };
+                // A torn or corrupt frame ends the segment: it is the last record written
+                // before a crash, or one whose write failed (and the next went elsewhere).
+                let (frames, _) = crate::redo::decode_frames(&buf[start..]);
+                for d in frames {
+                    if d.batch.seq <= self.counters.redo_seq {
+                        continue;
+                    }
+                    let ops = d
+                        .batch
+                        .ops
+                        .into_iter()
+                        .zip(d.offsets)
+                        .map(|(op, at)| (op, at.map(|a| (*seg, start as u64 + a))))
+                        .collect();
+                    self.replay_batch(d.batch.seq, ops)?;
+                    replayed += 1;
+                }
+            }
+            self.log_seg = segs
+                .last()
+                .map_or(0, |(s, _)| s + 1)
+                .max(self.counters.log_seg);
+            self.log_end = 0;
+        }
+        self.dirty_since_checkpoint = true;
+        self.checkpoint()?;
         self.shared
             .backend
             .redo_clear()
             .map_err(|e| Error::io("clear redo log", e))?;
+        self.publish_log_stats();
         Ok(replayed)
+    }
+
+    /// Applies one logged batch during recovery; `at` gives, for operations whose body is
+    /// in the value log, where it is.
+    fn replay_batch(&mut self, seq: u64, ops: Vec<(RedoOp, Option<(u64, u64)>)>) -> Result<()> {
+        let mut fx = Effects::default();
+        let mut c = self.counters;
+        let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(m("set durability"))?;
+        {
+            let mut t = Tables::open(&txn)?;
+            for (op, at) in ops {
+                let r = self.replay_op(&mut t, op, at, &mut fx, &mut c);
+                self.forced.set(None);
+                match r {
+                    Ok(()) | Err(Error::MissingReference { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            t.flush_summary()?;
+            self.write_packs(&mut t, &mut fx)?;
+            c.redo_seq = seq;
+            t.save_counters(&c)?;
+            fx.touched = std::mem::take(&mut t.touched);
+        }
+        txn.commit().map_err(m("commit"))?;
+        self.sync_read_cache(&mut fx);
+        self.counters = c;
+        self.apply_packs(&fx);
+        for id in &fx.dead_files {
+            let _ = self.shared.backend.remove_blob(*id);
+        }
+        self.dirty_since_checkpoint = true;
+        Ok(())
+    }
+
+    /// Writes the batch's changes of live packed bytes to `PACKS` (applied to the
+    /// committer's mirror by [`Committer::apply_packs`] once the batch commits).
+    fn write_packs(&self, t: &mut Tables<'_>, fx: &mut Effects) -> Result<()> {
+        for (seg, d) in std::mem::take(&mut fx.pack_delta) {
+            if d == 0 {
+                continue;
+            }
+            let cur = self.segs.get(&seg).map_or(0, |i| i.live);
+            let new = if d >= 0 {
+                cur.saturating_add(d.unsigned_abs())
+            } else {
+                cur.saturating_sub(d.unsigned_abs())
+            };
+            t.packs.insert(seg, new).map_err(m("write packs"))?;
+            fx.pack_new.push((seg, new));
+        }
+        Ok(())
+    }
+
+    fn apply_packs(&mut self, fx: &Effects) {
+        for (seg, live) in &fx.pack_new {
+            self.segs.entry(*seg).or_default().live = *live;
+        }
+    }
+
+    /// Value-log totals for [`crate::Stats`].
+    fn publish_log_stats(&self) {
+        let st = &self.shared.stats;
+        let (len, live) = self
+            .segs
+            .values()
+            .fold((0u64, 0u64), |(a, b), i| (a + i.len, b + i.live));
+        st.log_segments
+            .store(self.segs.len() as u64, Ordering::Relaxed);
+        st.log_bytes.store(len, Ordering::Relaxed);
+        st.log_live_bytes.store(live, Ordering::Relaxed);
+    }
+
+    /// Segments nothing needs: no live body, and before the segment recovery would start
+    /// from after a checkpoint now.
+    fn dead_segments(&self) -> Vec<u64> {
+        self.segs
+            .range(..self.log_seg)
+            .filter(|(_, i)| i.live == 0)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Relocates the live packed bodies of segment `seg` into this batch's record (at most
+    /// [`COMPACT_MAX_BYTES`]): returns the bytes moved.
+    fn compact(&self, t: &mut Tables<'_>, seg: u64, fx: &mut Effects) -> Result<u64> {
+        let Some(log) = fx.log.as_mut() else {
+            return Ok(0);
+        };
+        let buf = self
+            .shared
+            .backend
+            .log_read(seg)
+            .map_err(|e| Error::io("read value log", e))?;
+        let (frames, _) = crate::redo::decode_frames(&buf);
+        let (cur, base) = fx.log_at;
+        let mut moved = 0u64;
+        'frames: for d in frames {
+            for (op, at) in d.batch.ops.into_iter().zip(d.offsets) {
+                let (Some(at), ReplicatedRecord::Put { id, .. }, Some(RedoStaged::Inline(bytes))) =
+                    (at, &op.rec, &op.staged)
+                else {
+                    continue;
+                };
+                let key = id.encode();
+                let Some(mut meta) = t.get_meta(&key)? else {
+                    continue;
+                };
+                if meta.blob != (BlobLoc::Packed { seg, off: at }) || meta.len != bytes.len() as u64
+                {
+                    continue;
+                }
+                let rec = ReplicatedRecord::Put {
+                    id: meta.id.clone(),
+                    version: meta.version,
+                    content_type: meta.content_type.clone(),
+                    len: meta.len,
+                    digest: meta.digest,
+                    refs: meta.refs.clone(),
+                };
+                let new_at = log
+                    .push(&RedoOp {
+                        rec,
+                        local: false,
+                        relocate: true,
+                        now_ms: meta.last_access_ms,
+                        staged: Some(RedoStaged::Inline(bytes.clone())),
+                    })
+                    .unwrap_or(0);
+                meta.blob = BlobLoc::Packed {
+                    seg: cur,
+                    off: base + new_at,
+                };
+                t.put_object(&key, &meta)?;
+                let n = i64::try_from(meta.len).unwrap_or(i64::MAX);
+                *fx.pack_delta.entry(seg).or_default() -= n;
+                *fx.pack_delta.entry(cur).or_default() += n;
+                moved += meta.len;
+                if moved >= COMPACT_MAX_BYTES {
+                    break 'frames;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Recovery of a relocation: the object (same version and digest) now points at `at`.
+    fn replay_relocate(
+        &self,
+        t: &mut Tables<'_>,
+        rec: &ReplicatedRecord,
+        (seg, off): (u64, u64),
+        fx: &mut Effects,
+    ) -> Result<()> {
+        let ReplicatedRecord::Put {
+            id,
+            version,
+            digest,
+            len,
+            ..
+        } = rec
+        else {
+            return Ok(());
+        };
+        let key = id.encode();
+        let Some(mut meta) = t.get_meta(&key)? else {
+            return Ok(());
+        };
+        let BlobLoc::Packed { seg: old, .. } = meta.blob else {
+            return Ok(());
+        };
+        if meta.version != *version || meta.digest != *digest || meta.len != *len {
+            return Ok(());
+        }
+        meta.blob = BlobLoc::Packed { seg, off };
+        t.put_object(&key, &meta)?;
+        let n = i64::try_from(meta.len).unwrap_or(i64::MAX);
+        *fx.pack_delta.entry(old).or_default() -= n;
+        *fx.pack_delta.entry(seg).or_default() += n;
+        Ok(())
+    }
+
+    /// Runs one compaction batch when a sealed segment is mostly garbage.
+    fn maybe_compact(&mut self) {
+        if !self.redo || self.redo_suspect {
+            return;
+        }
+        let cand = self
+            .segs
+            .iter()
+            .filter(|(s, i)| {
+                **s != self.log_seg
+                    && i.live > 0
+                    && i.live.saturating_mul(100) < i.len.saturating_mul(COMPACT_LIVE_PCT)
+                    && !self.compact_skip.contains(s)
+            })
+            .min_by_key(|(_, i)| i.live.saturating_mul(1000) / i.len.max(1))
+            .map(|(s, i)| (*s, i.live));
+        let Some((seg, before)) = cand else {
+            return;
+        };
+        self.run_batch(vec![Cmd {
+            op: Op::Compact { seg },
+            reply: None,
+        }]);
+        if self.segs.get(&seg).is_some_and(|i| i.live >= before) {
+            // Nothing moved (unreadable segment, or bookkeeping that found no body).
+            self.compact_skip.insert(seg);
+        }
     }
 
     fn replay_op(
         &self,
         t: &mut Tables<'_>,
         op: RedoOp,
+        at: Option<(u64, u64)>,
         fx: &mut Effects,
         c: &mut Counters,
     ) -> Result<()> {
+        if op.relocate {
+            return match at {
+                Some(at) => self.replay_relocate(t, &op.rec, at, fx),
+                None => Ok(()),
+            };
+        }
         let version = op.rec.version();
         let given = (!op.local).then_some(version);
         self.forced.set(Some((version, op.now_ms)));
@@ -779,12 +1084,15 @@ impl Committer {
                 refs,
                 ..
             } => {
-                let staged = match op.staged {
-                    Some(RedoStaged::Inline(b)) => Staged::Inline(b),
+                let staged = match (op.staged, at) {
+                    (Some(RedoStaged::Inline(_)), Some((seg, off))) => Staged::Packed { seg, off },
+                    (Some(RedoStaged::Inline(b)), None) => Staged::Inline(b),
                     // The file was synced and published before the record was logged; if it
                     // is gone anyway (a failed batch whose record survived), skip the write
                     // rather than point at nothing.
-                    Some(RedoStaged::File(fid)) if self.shared.backend.open_blob(fid).is_ok() => {
+                    (Some(RedoStaged::File(fid)), _)
+                        if self.shared.backend.open_blob(fid).is_ok() =>
+                    {
                         Staged::File(fid)
                     }
                     _ => return Ok(()),
@@ -814,7 +1122,17 @@ impl Committer {
     /// `Always`, and redo-log checkpoints).
     fn checkpoint(&mut self) -> Result<()> {
         self.last_checkpoint = Instant::now();
-        if !self.dirty_since_checkpoint && !self.intent_dirty && !self.redo_suspect {
+        let has_log = self.shared.backend.supports_redo();
+        let dead = if has_log {
+            self.dead_segments()
+        } else {
+            Vec::new()
+        };
+        if !self.dirty_since_checkpoint
+            && !self.intent_dirty
+            && !self.redo_suspect
+            && dead.is_empty()
+        {
             return Ok(());
         }
         let sync_files = matches!(self.shared.cfg.durability, Durability::Batch { .. });
@@ -830,7 +1148,30 @@ impl Committer {
         txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         txn.set_durability(redb::Durability::Immediate)
             .map_err(m("set durability"))?;
+        let mut c = self.counters;
+        if has_log {
+            // Recovery starts here from now on; segments before it that hold no live body
+            // go once this commit is durable.
+            c.log_seg = self.log_seg;
+            c.log_off = self.log_end;
+            let mut state = txn.open_table(STATE).map_err(m("open table"))?;
+            c.save(&mut state)?;
+            let mut packs = txn.open_table(PACKS).map_err(m("open table"))?;
+            for seg in &dead {
+                packs.remove(*seg).map_err(m("write packs"))?;
+            }
+        }
         txn.commit().map_err(m("commit"))?;
+        self.counters = c;
+        for seg in &dead {
+            // A failure leaves a file that the next open (or checkpoint) removes again.
+            let _ = self.shared.backend.log_remove(*seg);
+            self.segs.remove(seg);
+            self.compact_skip.remove(seg);
+        }
+        if !dead.is_empty() {
+            self.publish_log_stats();
+        }
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let st = &self.shared.stats;
         st.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -885,6 +1226,10 @@ impl Committer {
         match res {
             Ok(kind) => {
                 self.counters = counters;
+                self.apply_packs(&fx);
+                if !fx.pack_new.is_empty() {
+                    self.publish_log_stats();
+                }
                 self.dirty_since_checkpoint = kind != BatchKind::Synced;
                 if kind != BatchKind::Synced {
                     if let Some(w) = &self.writeback {
@@ -963,16 +1308,24 @@ impl Committer {
         durable: bool,
     ) -> Result<BatchKind> {
         let mut txn = self.shared.db.begin_write().map_err(m("begin"))?;
-        // In redo mode the log is the durability point, so redb does not sync; otherwise a
-        // durable batch is an `Immediate` redb commit.
-        let use_redo = durable && self.redo && !self.redo_suspect;
-        if durable && !use_redo {
+        // In redo mode the value log is the durability point, so redb does not sync (except
+        // for batches that must be checkpoints); otherwise a durable batch is an `Immediate`
+        // redb commit.
+        if durable && !self.redo {
             txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
         } else {
             txn.set_durability(redb::Durability::None)
                 .map_err(m("set durability"))?;
         }
-        let kind = {
+        if self.redo {
+            if self.log_end >= SEGMENT_BYTES {
+                self.log_seg += 1;
+                self.log_end = 0;
+            }
+            fx.log = Some(RecordBuilder::new());
+            fx.log_at = (self.log_seg, self.log_end);
+        }
+        let (kind, record) = {
             let mut t = Tables::open(&txn)?;
             for cmd in cmds {
                 match self.apply(&mut t, &cmd.op, fx, c) {
@@ -982,27 +1335,39 @@ impl Committer {
                 }
             }
             t.flush_summary()?;
+            self.write_packs(&mut t, fx)?;
             fx.touched = std::mem::take(&mut t.touched);
             fx.refreshed = std::mem::take(&mut t.refreshed);
-            let kind = if !use_redo {
+            let record = fx.log.take().filter(|r| !r.is_empty());
+            let kind = if !self.redo {
                 if durable {
                     BatchKind::Synced
                 } else {
                     BatchKind::Unsynced
                 }
-            } else if fx.needs_checkpoint {
+            } else if fx.needs_checkpoint || self.redo_suspect {
+                // Something the log does not record (eviction, GC, ...), or a log write
+                // failed earlier: the database itself must become durable.
                 BatchKind::Synced
-            } else if fx.redo.is_empty() {
+            } else if record.is_some() {
+                BatchKind::Logged
+            } else {
                 // Nothing that must survive a crash (ignored writes, access times).
                 BatchKind::Unsynced
-            } else {
-                c.redo_seq += 1;
-                BatchKind::Logged
             };
+            let record = record.map(|r| {
+                c.redo_seq += 1;
+                r.finish(c.redo_seq)
+            });
+            if self.redo && kind == BatchKind::Synced {
+                // Durable in the database up to and including this batch's record.
+                c.log_seg = fx.log_at.0;
+                c.log_off = fx.log_at.1 + record.as_ref().map_or(0, |r| r.len() as u64);
+            }
             t.save_counters(c)?;
-            kind
+            (kind, record)
         };
-        if use_redo && kind == BatchKind::Synced {
+        if self.redo && kind == BatchKind::Synced {
             txn.set_quick_repair(self.shared.cfg.fast_crash_recovery);
             txn.set_durability(redb::Durability::Immediate)
                 .map_err(m("set durability"))?;
@@ -1025,21 +1390,29 @@ impl Committer {
             b.sync_published(&fx.new_files)
                 .map_err(|e| Error::io("directory sync", e))?;
         }
-        if kind == BatchKind::Logged {
-            let record = RedoBatch {
-                seq: c.redo_seq,
-                ops: std::mem::take(&mut fx.redo),
-            }
-            .encode();
-            if let Err(e) = b.redo_append(&record) {
-                // The backend cut off the partial record; still, do not trust the log again
-                // until a durable checkpoint has emptied it.
+        if let Some(record) = &record {
+            let (seg, off) = fx.log_at;
+            if let Err(e) = b.log_write(seg, off, record) {
+                // Whatever part of the record landed stays unread: records continue in a new
+                // segment, and until a checkpoint puts recovery's start there, batches commit
+                // durably (so nothing acknowledged depends on the old segment's tail).
                 self.redo_suspect = true;
-                return Err(Error::io("redo log append", e));
+                self.log_seg += 1;
+                self.log_end = 0;
+                return Err(Error::io("value log write", e));
             }
+            self.log_end = off + record.len() as u64;
+            self.segs.entry(seg).or_default().len = self.log_end;
             self.redo_bytes += record.len() as u64;
         }
-        txn.commit().map_err(m("commit"))?;
+        if let Err(e) = txn.commit() {
+            if record.is_some() {
+                // The record is in the log with a sequence number the next batch reuses:
+                // make the next batch a checkpoint, which puts recovery's start after both.
+                self.redo_suspect = true;
+            }
+            return Err(m("commit")(e));
+        }
         Ok(kind)
     }
 
@@ -1110,6 +1483,7 @@ impl Committer {
                 }
                 Ok(Outcome::Count(keys.len() as u64))
             }
+            Op::Compact { seg } => self.compact(t, *seg, fx).map(Outcome::Count),
             Op::Checkpoint | Op::Shutdown => Ok(Outcome::Done),
         }
     }
@@ -1127,19 +1501,10 @@ impl Committer {
         fx.touched.clear();
     }
 
-    /// The database is durable up to now: the redo log can be emptied.
+    /// The database is durable up to now (recovery starts after everything logged).
     fn redo_checkpointed(&mut self) {
-        if self.redo_bytes > 0 || self.redo_suspect {
-            match self.shared.backend.redo_clear() {
-                Ok(()) => {
-                    self.redo_bytes = 0;
-                    self.redo_suspect = false;
-                }
-                // Harmless: every logged batch is at or below the stored `redo_seq` and is
-                // skipped by recovery; the next checkpoint tries again.
-                Err(_) => self.redo_suspect = true,
-            }
-        }
+        self.redo_bytes = 0;
+        self.redo_suspect = false;
     }
 
     /// The clock reading for a new object (the logged one during recovery).
@@ -1173,10 +1538,11 @@ impl Committer {
     }
 
     fn log_redo(&self, fx: &mut Effects, rec: ReplicatedRecord, local: bool) {
-        if self.redo {
-            fx.redo.push(RedoOp {
+        if let Some(log) = fx.log.as_mut() {
+            log.push(&RedoOp {
                 rec,
                 local,
+                relocate: false,
                 now_ms: 0,
                 staged: None,
             });
@@ -1248,7 +1614,39 @@ impl Committer {
                 .map_err(m("write tombstone"))?;
         }
         t.set_entry(&p.id, existing.as_ref(), Some(&incoming))?;
+        let rec = ReplicatedRecord::Put {
+            id: p.id.clone(),
+            version,
+            content_type: p.content_type.clone(),
+            len: p.len,
+            digest: p.digest,
+            refs: p.refs.clone(),
+        };
+        let now = self.now_ms();
+        let live = i64::try_from(p.len).unwrap_or(i64::MAX);
+        // The batch's record (redo mode) gets the resolved put; a small body travels in it
+        // and stays there (see `redo.rs`).
+        let logged = |fx: &mut Effects, staged: RedoStaged| {
+            fx.log.as_mut().and_then(|log| {
+                log.push(&RedoOp {
+                    rec: rec.clone(),
+                    local: p.version.is_none(),
+                    relocate: false,
+                    now_ms: now,
+                    staged: Some(staged),
+                })
+            })
+        };
         let blob_id = match &p.staged {
+            Staged::Inline(bytes) if fx.log.is_some() => {
+                let at = logged(fx, RedoStaged::Inline(bytes.clone())).unwrap_or(0);
+                let (seg, base) = fx.log_at;
+                *fx.pack_delta.entry(seg).or_default() += live;
+                BlobLoc::Packed {
+                    seg,
+                    off: base + at,
+                }
+            }
             Staged::Inline(bytes) => {
                 let id = self.shared.next_blob.fetch_add(1, Ordering::Relaxed);
                 t.inline
@@ -1256,45 +1654,23 @@ impl Committer {
                     .map_err(m("write inline"))?;
                 BlobLoc::Inline(id)
             }
+            Staged::Packed { seg, off } => {
+                *fx.pack_delta.entry(*seg).or_default() += live;
+                BlobLoc::Packed {
+                    seg: *seg,
+                    off: *off,
+                }
+            }
             Staged::File(id) => {
                 t.owners
                     .insert(*id, key.as_slice())
                     .map_err(m("write blob owner"))?;
                 fx.new_files.push(*id);
+                logged(fx, RedoStaged::File(*id));
                 BlobLoc::File(*id)
             }
         };
-        let seq = self.log_change(
-            t,
-            c,
-            &ReplicatedRecord::Put {
-                id: p.id.clone(),
-                version,
-                content_type: p.content_type.clone(),
-                len: p.len,
-                digest: p.digest,
-                refs: p.refs.clone(),
-            },
-        )?;
-        let now = self.now_ms();
-        if self.redo {
-            fx.redo.push(RedoOp {
-                rec: ReplicatedRecord::Put {
-                    id: p.id.clone(),
-                    version,
-                    content_type: p.content_type.clone(),
-                    len: p.len,
-                    digest: p.digest,
-                    refs: p.refs.clone(),
-                },
-                local: p.version.is_none(),
-                now_ms: now,
-                staged: Some(match &p.staged {
-                    Staged::Inline(b) => RedoStaged::Inline(b.clone()),
-                    Staged::File(id) => RedoStaged::File(*id),
-                }),
-            });
-        }
+        let seq = self.log_change(t, c, &rec)?;
         let meta = ObjectMeta {
             id: p.id.clone(),
             content_type: p.content_type.clone(),
@@ -1344,6 +1720,10 @@ impl Committer {
             BlobLoc::File(id) => {
                 t.owners.remove(id).map_err(m("remove blob owner"))?;
                 fx.dead_files.push(id);
+            }
+            BlobLoc::Packed { seg, .. } => {
+                *fx.pack_delta.entry(seg).or_default() -=
+                    i64::try_from(meta.len).unwrap_or(i64::MAX);
             }
         }
         for r in &meta.refs {

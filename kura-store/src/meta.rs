@@ -13,6 +13,9 @@ pub(crate) enum BlobLoc {
     Inline(u64),
     /// In a blob file managed by the backend.
     File(u64),
+    /// In the value log: `len` bytes at offset `off` of segment `seg` (inside the record of
+    /// the batch that wrote or relocated it).
+    Packed { seg: u64, off: u64 },
 }
 
 /// Everything the store knows about an object except its bytes.
@@ -65,6 +68,7 @@ impl ObjectMeta {
         match self.blob {
             BlobLoc::Inline(id) => w.u8(0).u64(id),
             BlobLoc::File(id) => w.u8(1).u64(id),
+            BlobLoc::Packed { seg, off } => w.u8(2).u64(seg).u64(off),
         };
         w.u64(self.refs.len() as u64);
         for r in &self.refs {
@@ -93,6 +97,10 @@ impl ObjectMeta {
         let blob = match r.u8()? {
             0 => BlobLoc::Inline(r.u64()?),
             1 => BlobLoc::File(r.u64()?),
+            2 => BlobLoc::Packed {
+                seg: r.u64()?,
+                off: r.u64()?,
+            },
             _ => return Err(corrupt("unknown blob location")),
         };
         let n = r.u64()?;

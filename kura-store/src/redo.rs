@@ -18,10 +18,16 @@
 //!
 //! Frame: `magic u32 | payload length u32 | CRC-32 of payload u32 | payload` (little-endian
 //! header). Decoding stops at the first incomplete or corrupt frame: a torn tail is a batch
-//! whose `fdatasync` never returned, which therefore was never acknowledged. The file
-//! backend writes records from offset 0 again after each checkpoint, over older records
-//! (so `fdatasync` has no size change to journal); whatever old records still follow the
-//! new ones carry sequence numbers the database already has and are skipped.
+//! whose `fdatasync` never returned, which therefore was never acknowledged.
+//!
+//! Two formats share the frame. **Version 2** (`KRL2`, written since the value log) is a
+//! *segmented log that keeps small bodies*: records are appended to numbered segments
+//! ([`crate::Backend::log_write`]) that are not emptied at checkpoints, and an inline body's
+//! bytes stay where the record put them: the object row points at them
+//! (`BlobLoc::Packed`), so a small put writes its bytes once, in its batch's record, instead
+//! of a second time into the database. Payload: `seq u64`, then operations up to the end
+//! (see [`RecordBuilder`]). **Version 1** (`KRL1`, the single `redo.log` of earlier
+//! releases) is still read once at open, so an upgraded store replays what it logged.
 
 use bytes::Bytes;
 
@@ -30,7 +36,13 @@ use crate::error::Error;
 use crate::meta::ReplicatedRecord;
 
 const MAGIC: u32 = 0x4b52_4c31;
-const HEADER: usize = 12;
+const MAGIC_V2: u32 = 0x4b52_4c32;
+/// Frame header length (magic, payload length, CRC).
+pub(crate) const HEADER: usize = 12;
+/// Operation flags (version 2): a replicated write, a local write, a relocated body.
+const FLAG_REMOTE: u8 = 0;
+const FLAG_LOCAL: u8 = 1;
+const FLAG_MOVE: u8 = 2;
 
 /// Where a logged put's body lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +60,9 @@ pub(crate) struct RedoOp {
     pub(crate) rec: ReplicatedRecord,
     /// A local write (no version given by the caller: the LWW check was not applied).
     pub(crate) local: bool,
+    /// Not a write: the body of the put in `rec` (same version and digest) was copied to
+    /// this record by value-log compaction, and the object now points here.
+    pub(crate) relocate: bool,
     /// Clock reading (ms) the committer used for creation/access times.
     pub(crate) now_ms: u64,
     /// Body of a put.
@@ -62,7 +77,9 @@ pub(crate) struct RedoBatch {
 }
 
 impl RedoBatch {
-    /// Encodes one framed record.
+    /// Encodes one framed version-1 record (what earlier releases wrote; tests make legacy
+    /// logs with it).
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u64(self.seq).u64(self.ops.len() as u64);
@@ -94,34 +111,116 @@ impl RedoBatch {
         out
     }
 
-    fn decode_payload(buf: &[u8]) -> Result<Self, Error> {
+    /// Decodes a payload of either version; `offsets` receives, per operation, where its
+    /// inline body starts (relative to `base`, the start of the buffer being decoded).
+    fn decode_payload(
+        buf: &[u8],
+        v2: bool,
+        base: *const u8,
+        offsets: &mut Vec<Option<u64>>,
+    ) -> Result<Self, Error> {
         let mut r = Reader::new(buf, "redo record");
         let seq = r.u64()?;
-        let n = r.u64()?;
+        let n = if v2 { u64::MAX } else { r.u64()? };
         let mut ops = Vec::new();
-        for _ in 0..n {
-            let local = match r.u8()? {
-                0 => false,
-                1 => true,
+        let mut i = 0;
+        while i < n && !(v2 && r.is_empty()) {
+            i += 1;
+            let flag = r.u8()?;
+            let (local, relocate) = match flag {
+                FLAG_REMOTE => (false, false),
+                FLAG_LOCAL => (true, false),
+                FLAG_MOVE if v2 => (false, true),
                 _ => return Err(bad("flag")),
             };
             let now_ms = r.u64()?;
+            let mut at = None;
             let staged = match r.u8()? {
                 0 => None,
-                1 => Some(RedoStaged::Inline(Bytes::copy_from_slice(r.bytes()?))),
+                1 => {
+                    let b = r.bytes()?;
+                    at = Some((b.as_ptr() as usize).wrapping_sub(base as usize) as u64);
+                    Some(RedoStaged::Inline(Bytes::copy_from_slice(b)))
+                }
                 2 => Some(RedoStaged::File(r.u64()?)),
                 _ => return Err(bad("body kind")),
             };
             let rec = ReplicatedRecord::from_bytes(r.bytes()?)?;
+            if relocate && !matches!(staged, Some(RedoStaged::Inline(_))) {
+                return Err(bad("relocation"));
+            }
+            offsets.push(at);
             ops.push(RedoOp {
                 rec,
                 local,
+                relocate,
                 now_ms,
                 staged,
             });
         }
         r.finish()?;
         Ok(Self { seq, ops })
+    }
+}
+
+/// Builds one version-2 record operation by operation, telling the caller where each inline
+/// body will sit (so the object row can point there before the record is written).
+pub(crate) struct RecordBuilder {
+    buf: Vec<u8>,
+    ops: usize,
+}
+
+impl RecordBuilder {
+    pub(crate) fn new() -> Self {
+        let mut buf = Vec::with_capacity(64 << 10);
+        buf.resize(HEADER + 8, 0);
+        Self { buf, ops: 0 }
+    }
+
+    /// Whether no operation was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// Adds an operation; for a put with an inline body, returns the offset of the body's
+    /// first byte from the start of the frame.
+    pub(crate) fn push(&mut self, op: &RedoOp) -> Option<u64> {
+        self.ops += 1;
+        let flag = match (op.relocate, op.local) {
+            (true, _) => FLAG_MOVE,
+            (false, true) => FLAG_LOCAL,
+            (false, false) => FLAG_REMOTE,
+        };
+        let mut w = Writer(std::mem::take(&mut self.buf));
+        w.u8(flag).u64(op.now_ms);
+        let mut at = None;
+        match &op.staged {
+            None => {
+                w.u8(0);
+            }
+            Some(RedoStaged::Inline(b)) => {
+                w.u8(1);
+                at = Some(w.0.len() as u64 + 4);
+                w.bytes(b);
+            }
+            Some(RedoStaged::File(id)) => {
+                w.u8(2).u64(*id);
+            }
+        }
+        w.bytes(&op.rec.to_bytes());
+        self.buf = w.0;
+        at
+    }
+
+    /// The framed record, numbered `seq`.
+    pub(crate) fn finish(mut self, seq: u64) -> Vec<u8> {
+        self.buf[HEADER..HEADER + 8].copy_from_slice(&seq.to_be_bytes());
+        let len = u32::try_from(self.buf.len() - HEADER).unwrap_or(u32::MAX);
+        let crc = crc32fast::hash(&self.buf[HEADER..]);
+        self.buf[0..4].copy_from_slice(&MAGIC_V2.to_le_bytes());
+        self.buf[4..8].copy_from_slice(&len.to_le_bytes());
+        self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
+        self.buf
     }
 }
 
@@ -132,15 +231,27 @@ fn bad(what: &str) -> Error {
     }
 }
 
-/// Decodes every complete, intact record of a log, in order, stopping at the first torn or
-/// corrupt frame. Never panics.
-pub(crate) fn decode_log(mut buf: &[u8]) -> Vec<RedoBatch> {
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    pub(crate) batch: RedoBatch,
+    /// Per operation: where its inline body starts in the decoded buffer.
+    pub(crate) offsets: Vec<Option<u64>>,
+}
+
+/// Decodes every complete, intact record of a log (either version), in order, stopping at
+/// the first torn or corrupt frame. Returns the records and the length of the intact
+/// prefix. Never panics.
+pub(crate) fn decode_frames(all: &[u8]) -> (Vec<Decoded>, usize) {
     let mut out = Vec::new();
+    let mut buf = all;
     while buf.len() >= HEADER {
         let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-        if word(0) != MAGIC {
-            break;
-        }
+        let v2 = match word(0) {
+            MAGIC => false,
+            MAGIC_V2 => true,
+            _ => break,
+        };
         let len = word(4) as usize;
         let crc = word(8);
         let Some(payload) = buf.get(HEADER..HEADER + len) else {
@@ -149,13 +260,20 @@ pub(crate) fn decode_log(mut buf: &[u8]) -> Vec<RedoBatch> {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        match RedoBatch::decode_payload(payload) {
-            Ok(b) => out.push(b),
+        let mut offsets = Vec::new();
+        match RedoBatch::decode_payload(payload, v2, all.as_ptr(), &mut offsets) {
+            Ok(batch) => out.push(Decoded { batch, offsets }),
             Err(_) => break,
         }
         buf = &buf[HEADER + len..];
     }
-    out
+    let used = all.len() - buf.len();
+    (out, used)
+}
+
+/// [`decode_frames`] without the offsets.
+pub(crate) fn decode_log(buf: &[u8]) -> Vec<RedoBatch> {
+    decode_frames(buf).0.into_iter().map(|d| d.batch).collect()
 }
 
 #[cfg(test)]
@@ -180,6 +298,7 @@ mod tests {
                         refs: vec![],
                     },
                     local: true,
+                    relocate: false,
                     now_ms: 1234,
                     staged: Some(RedoStaged::Inline(Bytes::from(body))),
                 },
@@ -189,6 +308,7 @@ mod tests {
                         version: Version::new(Hlc((seq << 16) + 1), NodeId(7)),
                     },
                     local: false,
+                    relocate: false,
                     now_ms: 1235,
                     staged: None,
                 },
@@ -218,7 +338,73 @@ mod tests {
         assert_eq!(decode_log(&bad), vec![a]);
     }
 
+    fn build(b: &RedoBatch) -> (Vec<u8>, Vec<Option<u64>>) {
+        let mut r = RecordBuilder::new();
+        let at: Vec<Option<u64>> = b.ops.iter().map(|op| r.push(op)).collect();
+        (r.finish(b.seq), at)
+    }
+
+    #[test]
+    fn v2_offsets_point_at_the_bodies() {
+        let mut a = batch(1, b"hello".to_vec());
+        a.ops[1].relocate = true;
+        a.ops[1].staged = Some(RedoStaged::Inline(Bytes::from_static(b"moved body")));
+        let b = batch(2, vec![7u8; 5000]);
+        let (ra, at_a) = build(&a);
+        let (rb, at_b) = build(&b);
+        let mut log = ra.clone();
+        log.extend_from_slice(&rb);
+        let (got, used) = decode_frames(&log);
+        assert_eq!(used, log.len());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].batch, a);
+        assert_eq!(got[1].batch, b);
+        assert_eq!(got[0].offsets, at_a);
+        let shifted: Vec<Option<u64>> = at_b
+            .iter()
+            .map(|o| o.map(|o| o + ra.len() as u64))
+            .collect();
+        assert_eq!(got[1].offsets, shifted);
+        let o = at_a[0].unwrap() as usize;
+        assert_eq!(&log[o..o + 5], b"hello");
+        let o = at_a[1].unwrap() as usize;
+        assert_eq!(&log[o..o + 10], b"moved body");
+        // Versions 1 and 2 may follow each other; a torn v2 tail ends the log.
+        let mut mixed = a.encode();
+        mixed.extend_from_slice(&rb[..rb.len() - 1]);
+        let (got, used) = decode_frames(&mixed);
+        assert_eq!(got.len(), 1);
+        assert_eq!(used, a.encode().len());
+        // A relocation without an inline body is malformed.
+        let mut bad = a.clone();
+        bad.ops[1].staged = None;
+        assert!(decode_frames(&build(&bad).0).0.is_empty());
+    }
+
     proptest! {
+        #[test]
+        fn v2_round_trips_with_offsets(seqs in proptest::collection::vec(0u64..1_000_000, 0..6), len in 0usize..3000) {
+            let mut log = Vec::new();
+            let mut want = Vec::new();
+            for s in &seqs {
+                let b = batch(*s, vec![(*s % 251) as u8; len]);
+                let (r, at) = build(&b);
+                let base = log.len() as u64;
+                log.extend_from_slice(&r);
+                want.push(Decoded { batch: b, offsets: at.iter().map(|o| o.map(|o| o + base)).collect() });
+            }
+            let (got, used) = decode_frames(&log);
+            prop_assert_eq!(used, log.len());
+            for d in &got {
+                for (op, at) in d.batch.ops.iter().zip(&d.offsets) {
+                    if let (Some(RedoStaged::Inline(b)), Some(at)) = (&op.staged, at) {
+                        prop_assert_eq!(&log[*at as usize..*at as usize + b.len()], &b[..]);
+                    }
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_log(&bytes);

@@ -276,6 +276,13 @@ pub struct Stats {
     pub checkpoint_micros: u64,
     /// Longest checkpoint, in µs (a stall every writer waits out).
     pub max_checkpoint_micros: u64,
+    /// Value-log segments on disk (see `docs/store.md`, "The value log").
+    pub log_segments: u64,
+    /// Their total length in bytes (batch records, including small objects' bodies).
+    pub log_bytes: u64,
+    /// Bytes of small objects' bodies in them that objects still point at; the rest is
+    /// garbage that compaction and segment removal give back.
+    pub log_live_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -294,6 +301,9 @@ pub(crate) struct StatCounters {
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_micros: AtomicU64,
     pub(crate) max_checkpoint_micros: AtomicU64,
+    pub(crate) log_segments: AtomicU64,
+    pub(crate) log_bytes: AtomicU64,
+    pub(crate) log_live_bytes: AtomicU64,
 }
 
 impl StatCounters {
@@ -422,6 +432,8 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         txn.open_table(crate::commit::LRU)
             .map_err(mm("open table"))?;
         txn.open_table(CHANGES).map_err(mm("open table"))?;
+        txn.open_table(crate::commit::PACKS)
+            .map_err(mm("open table"))?;
         let inline = txn.open_table(INLINE).map_err(mm("open table"))?;
         let owners = txn.open_table(OWNERS).map_err(mm("open table"))?;
         let state = txn.open_table(STATE).map_err(mm("open table"))?;
@@ -1284,7 +1296,7 @@ impl Store {
                             .map(|g| Bytes::copy_from_slice(g.value()));
                         Some(data)
                     }
-                    BlobLoc::File(_) => None,
+                    BlobLoc::File(_) | BlobLoc::Packed { .. } => None,
                 };
                 (meta, inline)
             };
@@ -1292,6 +1304,25 @@ impl Store {
                 (Some(Some(data)), _) => Body::Inline(data),
                 (Some(None), _) => {
                     return Err(self.corrupt(&meta, "inline bytes missing"));
+                }
+                (None, BlobLoc::Packed { seg, off }) => {
+                    // A small read of one open file, usually from the page cache: done
+                    // here rather than on a blocking thread (as a redb read would be).
+                    let len = usize::try_from(meta.len).unwrap_or(usize::MAX);
+                    match self.shared().backend.log_read_at(seg, off, len) {
+                        Ok(data) => Body::Inline(data),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            // Relocated by compaction and its old segment removed? Look again.
+                            if self.head(id)?.is_some_and(|m| m.blob == meta.blob) {
+                                return Err(self.corrupt(&meta, "value-log segment missing"));
+                            }
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            return Err(self.corrupt(&meta, "value-log segment too short"));
+                        }
+                        Err(e) => return Err(Error::io("read value log", e)),
+                    }
                 }
                 (None, BlobLoc::File(bid)) | (None, BlobLoc::Inline(bid)) => {
                     let backend = self.shared().backend.clone();
@@ -1714,6 +1745,9 @@ impl Store {
             checkpoints: st.checkpoints.load(Ordering::Relaxed),
             checkpoint_micros: st.checkpoint_micros.load(Ordering::Relaxed),
             max_checkpoint_micros: st.max_checkpoint_micros.load(Ordering::Relaxed),
+            log_segments: st.log_segments.load(Ordering::Relaxed),
+            log_bytes: st.log_bytes.load(Ordering::Relaxed),
+            log_live_bytes: st.log_live_bytes.load(Ordering::Relaxed),
             batch_histogram: hist,
             last_seq: s.seq.load(Ordering::Relaxed),
             recovered_temp_files: st.recovered_temp.load(Ordering::Relaxed),
