@@ -452,7 +452,7 @@ impl Backend for FsBackend {
 // ---------------------------------------------------------------------------------------------
 // In-memory backend
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MemState {
     temps: HashMap<u64, Vec<u8>>,
     blobs: HashMap<u64, Arc<Vec<u8>>>,
@@ -489,6 +489,21 @@ impl MemBackend {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An independent copy of everything written so far: what a crash at this instant
+    /// leaves (every write that returned is kept; the store's in-memory state is not).
+    /// Open a store on it to test recovery while the original keeps running.
+    pub fn snapshot(&self) -> MemBackend {
+        // Metadata first: the store writes a batch's log record and blobs before the
+        // database commit that points at them, so the copy never has a row without its bytes.
+        let meta = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let state = self.lock().clone();
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            meta: Arc::new(RwLock::new(meta)),
+            total_bytes: self.total_bytes,
+        }
     }
 
     /// Number of temporary blobs (for tests: must be 0 after any failed put).

@@ -647,8 +647,6 @@ const REDO_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 const REDO_CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Least time between two background syncs of the database file (see [`writeback`]).
 const WRITEBACK_INTERVAL: Duration = Duration::from_millis(100);
-/// A batch starts a new value-log segment once the current one is this long.
-pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;
 /// Compaction relocates a sealed segment's live bodies once they are less than half of it.
 const COMPACT_LIVE_PCT: u64 = 50;
 /// Most body bytes one compaction batch relocates.
@@ -1318,7 +1316,7 @@ impl Committer {
                 .map_err(m("set durability"))?;
         }
         if self.redo {
-            if self.log_end >= SEGMENT_BYTES {
+            if self.log_end >= self.shared.cfg.log_segment_bytes.max(64 << 10) {
                 self.log_seg += 1;
                 self.log_end = 0;
             }

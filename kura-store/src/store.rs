@@ -75,7 +75,9 @@ pub struct Config {
     pub high_watermark_pct: u8,
     /// Background eviction stops at this percentage of capacity.
     pub low_watermark_pct: u8,
-    /// Objects up to this size live inline in the metadata database.
+    /// Objects up to this size are *small*: their bytes travel in their batch's record and
+    /// stay in the value log (`Always` mode on a backend with a log), or live inline in the
+    /// metadata database (other modes). Larger objects get a blob file each.
     pub inline_threshold: usize,
     /// Read and write chunk size (bounds memory per transfer).
     pub chunk_size: usize,
@@ -114,6 +116,10 @@ pub struct Config {
     /// object removes it before the write is acknowledged. `0` disables the cache.
     /// Default 32 MiB.
     pub read_cache_bytes: usize,
+    /// A new value-log segment starts once the current one is this long (default 32 MiB,
+    /// at least 64 KiB). Compaction works a segment at a time: smaller segments give disk
+    /// space back sooner, larger ones mean fewer files. See `docs/store.md`, "The value log".
+    pub log_segment_bytes: u64,
 }
 
 impl Default for Config {
@@ -135,6 +141,7 @@ impl Default for Config {
             background_writeback: false,
             ghosts: true,
             read_cache_bytes: 32 << 20,
+            log_segment_bytes: 32 << 20,
         }
     }
 }
@@ -510,6 +517,17 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
     let (tx, rx) = mpsc::channel();
     let mut committer = Committer::new(shared.clone(), rx, counters);
     let replayed = committer.replay(redo)?;
+    // Blob ids the replayed batches used (their files were published before their records
+    // were written) are taken.
+    {
+        let rtx = shared.db.begin_read().map_err(mm("begin read"))?;
+        for def in [INLINE, OWNERS] {
+            let t = rtx.open_table(def).map_err(mm("open table"))?;
+            if let Some((k, _)) = t.last().map_err(mm("read"))? {
+                shared.next_blob.fetch_max(k.value() + 1, Ordering::Relaxed);
+            }
+        }
+    }
     if replayed > 0 {
         let c = committer.counters;
         shared.hlc.raise_floor(Hlc(c.max_hlc));
@@ -1305,6 +1323,8 @@ impl Store {
                 (Some(None), _) => {
                     return Err(self.corrupt(&meta, "inline bytes missing"));
                 }
+                // An empty body has no bytes to keep alive: its segment may be gone.
+                (None, BlobLoc::Packed { .. }) if meta.len == 0 => Body::Inline(Bytes::new()),
                 (None, BlobLoc::Packed { seg, off }) => {
                     // A small read of one open file, usually from the page cache: done
                     // here rather than on a blocking thread (as a redb read would be).
@@ -2070,6 +2090,61 @@ impl ObjectReader {
 mod tests {
     use super::*;
     use crate::backend::MemBackend;
+
+    /// A store written by a release before the value log left batches in a version-1
+    /// `redo.log`, with small bodies inline in the database: they are replayed at open and
+    /// stay readable and removable; new writes go to the value log.
+    #[tokio::test]
+    async fn legacy_redo_log_is_replayed_into_the_database() {
+        use crate::hlc::{Hlc, Version};
+        use crate::meta::ReplicatedRecord;
+        use crate::redo::{RedoBatch, RedoOp, RedoStaged};
+        let mem = MemBackend::default();
+        let old = ObjectId::parse("a", "n", "old").unwrap();
+        Store::open(mem.clone(), Config::default())
+            .await
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        let body = Bytes::from_static(b"logged by an older release");
+        let batch = RedoBatch {
+            seq: 1,
+            ops: vec![RedoOp {
+                rec: ReplicatedRecord::Put {
+                    id: old.clone(),
+                    version: Version::new(Hlc(1 << 20), NodeId(0)),
+                    content_type: "text/plain".into(),
+                    len: body.len() as u64,
+                    digest: Digest::of(&body),
+                    refs: vec![],
+                },
+                local: true,
+                relocate: false,
+                now_ms: 1000,
+                staged: Some(RedoStaged::Inline(body.clone())),
+            }],
+        };
+        mem.redo_append(&batch.encode()).unwrap();
+        let store = Store::open(mem.clone(), Config::default()).await.unwrap();
+        assert_eq!(store.stats().recovered_batches, 1);
+        let meta = store.head(&old).unwrap().unwrap();
+        assert!(matches!(meta.blob, BlobLoc::Inline(_)), "{meta:?}");
+        let got = store.get(&old).await.unwrap().unwrap();
+        assert_eq!(got.read_all().await.unwrap(), body);
+        let new = ObjectId::parse("a", "n", "new").unwrap();
+        let meta = store.put_bytes(new.clone(), "fresh").await.unwrap();
+        assert!(matches!(meta.blob, BlobLoc::Packed { .. }), "{meta:?}");
+        assert_eq!(store.stats().log_live_bytes, 5);
+        assert!(store.delete(&old).await.unwrap());
+        store.close().await.unwrap();
+        // The old log is not replayed again.
+        let store = Store::open(mem, Config::default()).await.unwrap();
+        assert_eq!(store.stats().recovered_batches, 0);
+        assert!(store.get(&old).await.unwrap().is_none());
+        let got = store.get(&new).await.unwrap().unwrap();
+        assert_eq!(got.read_all().await.unwrap(), "fresh");
+    }
 
     #[tokio::test]
     async fn quarantine_drops_the_cached_copy() {

@@ -60,6 +60,8 @@ enum Op {
         ms: u64,
     },
     Reopen,
+    /// Reopen a copy of what was written so far (a crash), without closing.
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -78,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::GcGhosts),
         1 => (1u64..3000).prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -175,7 +178,7 @@ async fn check_get(store: &Store, id: &ObjectId, cell: Option<&Cell>) {
 }
 
 async fn run(ops: Vec<Op>, cache: usize) {
-    let backend = MemBackend::default();
+    let mut backend = MemBackend::default();
     let clock = Arc::new(ManualClock::new(T0));
     let mut store = Store::open(backend.clone(), config(&clock, cache))
         .await
@@ -346,6 +349,16 @@ async fn run(ops: Vec<Op>, cache: usize) {
             Op::Advance { ms } => clock.advance(ms),
             Op::Reopen => {
                 store.close().await.unwrap();
+                store = Store::open(backend.clone(), config(&clock, cache))
+                    .await
+                    .unwrap();
+            }
+            Op::Crash => {
+                // Every acknowledged operation survives; the abandoned handle's last
+                // checkpoint goes to the old backend, not to the copy.
+                let copy = backend.snapshot();
+                store.close().await.unwrap();
+                backend = copy;
                 store = Store::open(backend.clone(), config(&clock, cache))
                     .await
                     .unwrap();
