@@ -149,7 +149,7 @@ pub struct FsBackend {
 }
 
 /// Value-log segment handles an [`FsBackend`] keeps open.
-const OPEN_SEGMENTS: usize = 256;
+const OPEN_SEGMENTS: usize = 64;
 
 impl FsBackend {
     /// Opens (creating if needed) a store directory.

@@ -385,6 +385,39 @@ mod tests {
         }
 
         #[test]
+        fn object_meta_round_trips(
+            rec in record(),
+            loc in prop_oneof![
+                any::<u64>().prop_map(BlobLoc::Inline),
+                any::<u64>().prop_map(BlobLoc::File),
+                (any::<u64>(), any::<u64>()).prop_map(|(seg, off)| BlobLoc::Packed { seg, off }),
+            ],
+            times in any::<(u64, u64, u64)>(),
+        ) {
+            let ReplicatedRecord::Put { id, version, content_type, len, digest, refs } = rec else {
+                return Ok(());
+            };
+            let meta = ObjectMeta {
+                id: id.clone(),
+                content_type,
+                len,
+                digest,
+                version,
+                created_ms: times.0,
+                last_access_ms: times.1,
+                refs,
+                seq: times.2,
+                blob: loc,
+            };
+            prop_assert_eq!(ObjectMeta::decode(id.clone(), &meta.encode()).ok(), Some(meta.clone()));
+            // Every truncation is an error, never a panic or a different value.
+            let bytes = meta.encode();
+            for cut in 0..bytes.len() {
+                prop_assert!(ObjectMeta::decode(id.clone(), &bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
         fn record_decoding_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(rec) = ReplicatedRecord::from_bytes(&bytes) {
                 prop_assert_eq!(ReplicatedRecord::from_bytes(&rec.to_bytes()).ok(), Some(rec));

@@ -18,6 +18,7 @@
 #   NGINX_WORKERS [2]   nginx worker_processes (the machine has 2 cores)
 #   BENCH_DIR [mktemp -d]  scratch directory (must be a real disk: fsync on tmpfs is free)
 #   KEEP_TMP [0]        1 keeps BENCH_DIR after the run
+#   SETTLE [1]          1 runs sync(1) before every measured phase (see run_wrk)
 #   SKIP_BUILD [0]      1 uses the existing release binary
 #   KURAD [$CARGO_TARGET_DIR or target]/release/kurad   the kurad binary to measure
 set -euo pipefail
@@ -33,6 +34,7 @@ KEYS=${KEYS:-1000}
 HUGE_MIB=${HUGE_MIB:-1024}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
 KEEP_TMP=${KEEP_TMP:-0}
+SETTLE=${SETTLE:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -203,6 +205,11 @@ run_wrk() {
     local args=(-t"$threads" -c"$conns" -d"$dur" --latency --timeout 30s)
     [[ -n "$lua" ]] && args+=(-s "$lua")
     out="$BENCH_DIR/wrk-$name.txt"
+    # Start every phase with no dirty pages left by the previous one (nginx's 1 GiB PUT,
+    # for example, leaves up to 1 GiB for the kernel to write back, which then queues
+    # in front of kurad's fsyncs or nginx's writes). Fair to both: neither server's own
+    # phase is synced, only what came before it.
+    [[ $SETTLE == 1 ]] && sync
     wrk "${args[@]}" "$url" >"$out" 2>&1 || { cat "$out" >&2; die "wrk $name failed"; }
     W_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     W_P50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")

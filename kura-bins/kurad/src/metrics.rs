@@ -93,6 +93,12 @@ pub struct Metrics {
     pub read_cache_bytes: Gauge,
     /// `kura_store_read_cache_objects`.
     pub read_cache_objects: Gauge,
+    /// `kura_store_log_segments`.
+    pub log_segments: Gauge,
+    /// `kura_store_log_bytes`.
+    pub log_bytes: Gauge,
+    /// `kura_store_log_live_bytes`.
+    pub log_live_bytes: Gauge,
     /// `kura_process_resident_memory_bytes`.
     pub rss: Gauge,
     /// `kura_http_requests_in_flight`.
@@ -237,6 +243,24 @@ impl Metrics {
             "Objects held by the read cache",
             read_cache_objects.clone(),
         );
+        let log_segments = Gauge::default();
+        registry.register(
+            "store_log_segments",
+            "Value-log segment files (batch records with small objects' bytes)",
+            log_segments.clone(),
+        );
+        let log_bytes = Gauge::default();
+        registry.register(
+            "store_log_bytes",
+            "Bytes in value-log segments",
+            log_bytes.clone(),
+        );
+        let log_live_bytes = Gauge::default();
+        registry.register(
+            "store_log_live_bytes",
+            "Bytes of small objects' bodies in the value log that objects still point at",
+            log_live_bytes.clone(),
+        );
         let rss = Gauge::default();
         registry.register(
             "process_resident_memory_bytes",
@@ -315,6 +339,9 @@ impl Metrics {
             read_cache_misses,
             read_cache_bytes,
             read_cache_objects,
+            log_segments,
+            log_bytes,
+            log_live_bytes,
             rss,
             in_flight,
             rejected,
@@ -389,6 +416,9 @@ impl Metrics {
         self.read_cache_misses.set(clamp(stats.read_cache_misses));
         self.read_cache_bytes.set(clamp(stats.read_cache_bytes));
         self.read_cache_objects.set(clamp(stats.read_cache_objects));
+        self.log_segments.set(clamp(stats.log_segments));
+        self.log_bytes.set(clamp(stats.log_bytes));
+        self.log_live_bytes.set(clamp(stats.log_live_bytes));
         self.rss.set(clamp(resident_memory_bytes()));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
