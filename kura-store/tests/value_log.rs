@@ -45,6 +45,15 @@ async fn check(store: &Store, model: &Model, ctx: &str) {
     assert!(s.log_live_bytes <= s.log_bytes, "{ctx}: {s:?}");
 }
 
+/// Puts `data` under `key` in namespace `ns` and records it in the model.
+async fn put(store: &Store, model: &mut Model, key: String, data: Vec<u8>) {
+    store
+        .put_bytes(oid("ns", &key), data.clone())
+        .await
+        .unwrap();
+    model.insert(key, data);
+}
+
 /// Runs checkpoints (each one lets the committer run a compaction step first) until `done`
 /// holds or the deadline passes.
 async fn settle(store: &Store, done: impl Fn(&kura_store::Stats) -> bool) -> kura_store::Stats {
@@ -67,8 +76,7 @@ async fn small_bodies_live_in_the_log_and_survive_crashes() {
     for i in 0..360u64 {
         let k = format!("k{}", i % 120);
         let data = pattern(i, ((i * 997) % 20_000) as usize);
-        store.put_bytes(oid("ns", &k), data.clone()).await.unwrap();
-        model.insert(k, data);
+        put(&store, &mut model, k, data).await;
         if i % 7 == 3 {
             let k = format!("k{}", (i * 3) % 120);
             let existed = store.delete(&oid("ns", &k)).await.unwrap();
@@ -109,11 +117,7 @@ async fn compaction_gives_space_back_and_is_crash_safe() {
             let data = pattern(round * 1000 + k, 16 << 10);
             written += data.len() as u64;
             let key = format!("a{k}");
-            store
-                .put_bytes(oid("ns", &key), data.clone())
-                .await
-                .unwrap();
-            model.insert(key, data);
+            put(&store, &mut model, key, data).await;
         }
     }
     let first = mem.log_segments().unwrap()[0].0;
@@ -134,11 +138,7 @@ async fn compaction_gives_space_back_and_is_crash_safe() {
     for k in 0..30u64 {
         let data = pattern(9000 + k, 16 << 10);
         let key = format!("a{k}");
-        store
-            .put_bytes(oid("ns", &key), data.clone())
-            .await
-            .unwrap();
-        model.insert(key, data);
+        put(&store, &mut model, key, data).await;
     }
     for _ in 0..20 {
         let crashed = Store::open(mem.snapshot(), cfg(256 << 10)).await.unwrap();
@@ -165,8 +165,7 @@ async fn file_backend_keeps_segments_on_disk() {
         for i in 0..200u64 {
             let k = format!("f{}", i % 50);
             let data = pattern(i, 3000 + (i as usize * 131) % 9000);
-            store.put_bytes(oid("ns", &k), data.clone()).await.unwrap();
-            model.insert(k, data);
+            put(&store, &mut model, k, data).await;
         }
         let s = settle(&store, |s| s.log_bytes < 3 * s.log_live_bytes).await;
         check(&store, &model, "fs store").await;
