@@ -2,8 +2,10 @@
 //!
 //! Objects are addressed by `(account, namespace, key)` and carry a content type, length,
 //! SHA-256 checksum, a hybrid-logical-clock version, creation and last-access times, and
-//! optional references to other objects. Small objects live inline in the metadata
-//! database ([redb]); large ones are blob files that can be sent with zero-copy. Writes
+//! optional references to other objects. Metadata lives in [redb]; small objects' bytes
+//! stay in the record of the group commit that wrote them (the *value log*, segmented and
+//! compacted; inline in the database in the modes without a log); large ones are blob
+//! files that can be sent with zero-copy. Writes
 //! stream through bounded buffers into per-writer temporary files and are published by a
 //! group commit that shares fsyncs between concurrent writers. Reads verify checksums as
 //! they stream. Capacity is enforced with LRU eviction that respects references, and the
