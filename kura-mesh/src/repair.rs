@@ -314,15 +314,7 @@ async fn push_one(
             if m.version != *version {
                 return Ok(());
             }
-            let full = ReplicatedRecord::Put {
-                id: m.id.clone(),
-                version: m.version,
-                content_type: m.content_type.clone(),
-                len: m.len,
-                digest: m.digest,
-                refs: m.refs.clone(),
-            };
-            (full, Some(o))
+            (m.put_record(), Some(o))
         }
         other => (other.clone(), None),
     };

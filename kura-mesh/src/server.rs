@@ -470,14 +470,7 @@ impl PeerService {
             Err(e) => return store_error(&e),
         };
         let m = obj.meta();
-        let record = ReplicatedRecord::Put {
-            id: m.id.clone(),
-            version: m.version,
-            content_type: m.content_type.clone(),
-            len: m.len,
-            digest: m.digest,
-            refs: m.refs.clone(),
-        };
+        let record = m.put_record();
         self.counters
             .bytes_served
             .fetch_add(m.len, Ordering::Relaxed);

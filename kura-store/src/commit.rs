@@ -276,6 +276,18 @@ pub(crate) struct Cmd {
     pub(crate) reply: Option<oneshot::Sender<Result<Outcome>>>,
 }
 
+/// Records in a batch's per-segment deltas of live packed bytes that `len` body bytes left
+/// segment `from` and/or now live in segment `to`.
+fn pack_move(delta: &mut HashMap<u64, i64>, from: Option<u64>, to: Option<u64>, len: u64) {
+    let n = i64::try_from(len).unwrap_or(i64::MAX);
+    if let Some(seg) = from {
+        *delta.entry(seg).or_default() -= n;
+    }
+    if let Some(seg) = to {
+        *delta.entry(seg).or_default() += n;
+    }
+}
+
 #[derive(Default)]
 struct Effects {
     new_files: Vec<u64>,
@@ -803,9 +815,10 @@ impl Committer {
             }
             let from = (self.counters.log_seg, self.counters.log_off);
             for (seg, _) in segs.iter().filter(|(s, _)| *s >= from.0) {
-                let buf = b
-                    .log_read(*seg)
-                    .map_err(|e| Error::io("read value log", e))?;
+                let buf = Bytes::from(
+                    b.log_read(*seg)
+                        .map_err(|e| Error::io("read value log", e))?,
+                );
                 let start = if *seg == from.0 {
                     usize::try_from(from.1).unwrap_or(usize::MAX).min(buf.len())
                 } else {
@@ -813,7 +826,7 @@ impl Committer {
                 };
                 // A torn or corrupt frame ends the segment: it is the last record written
                 // before a crash, or one whose write failed (and the next went elsewhere).
-                let (frames, _) = crate::redo::decode_frames(&buf[start..]);
+                let frames = crate::redo::decode_frames(&buf.slice(start..));
                 for d in frames {
                     if d.batch.seq <= self.counters.redo_seq {
                         continue;
@@ -934,12 +947,13 @@ impl Committer {
         let Some(log) = fx.log.as_mut() else {
             return Ok(0);
         };
-        let buf = self
-            .shared
-            .backend
-            .log_read(seg)
-            .map_err(|e| Error::io("read value log", e))?;
-        let (frames, _) = crate::redo::decode_frames(&buf);
+        let buf = Bytes::from(
+            self.shared
+                .backend
+                .log_read(seg)
+                .map_err(|e| Error::io("read value log", e))?,
+        );
+        let frames = crate::redo::decode_frames(&buf);
         let (cur, base) = fx.log_at;
         let mut moved = 0u64;
         'frames: for d in frames {
@@ -957,17 +971,9 @@ impl Committer {
                 {
                     continue;
                 }
-                let rec = ReplicatedRecord::Put {
-                    id: meta.id.clone(),
-                    version: meta.version,
-                    content_type: meta.content_type.clone(),
-                    len: meta.len,
-                    digest: meta.digest,
-                    refs: meta.refs.clone(),
-                };
                 let new_at = log
                     .push(&RedoOp {
-                        rec,
+                        rec: meta.put_record(),
                         local: false,
                         relocate: true,
                         now_ms: meta.last_access_ms,
@@ -979,9 +985,7 @@ impl Committer {
                     off: base + new_at,
                 };
                 t.put_object(&key, &meta)?;
-                let n = i64::try_from(meta.len).unwrap_or(i64::MAX);
-                *fx.pack_delta.entry(seg).or_default() -= n;
-                *fx.pack_delta.entry(cur).or_default() += n;
+                pack_move(&mut fx.pack_delta, Some(seg), Some(cur), meta.len);
                 moved += meta.len;
                 if moved >= COMPACT_MAX_BYTES {
                     break 'frames;
@@ -1021,9 +1025,7 @@ impl Committer {
         }
         meta.blob = BlobLoc::Packed { seg, off };
         t.put_object(&key, &meta)?;
-        let n = i64::try_from(meta.len).unwrap_or(i64::MAX);
-        *fx.pack_delta.entry(old).or_default() -= n;
-        *fx.pack_delta.entry(seg).or_default() += n;
+        pack_move(&mut fx.pack_delta, Some(old), Some(seg), meta.len);
         Ok(())
     }
 
@@ -1091,6 +1093,8 @@ impl Committer {
                     (Some(RedoStaged::File(fid)), _)
                         if self.shared.backend.open_blob(fid).is_ok() =>
                     {
+                        // Its id is taken: a new writer must not be handed it again.
+                        self.shared.next_blob.fetch_max(fid + 1, Ordering::Relaxed);
                         Staged::File(fid)
                     }
                     _ => return Ok(()),
@@ -1621,7 +1625,6 @@ impl Committer {
             refs: p.refs.clone(),
         };
         let now = self.now_ms();
-        let live = i64::try_from(p.len).unwrap_or(i64::MAX);
         // The batch's record (redo mode) gets the resolved put; a small body travels in it
         // and stays there (see `redo.rs`).
         let logged = |fx: &mut Effects, staged: RedoStaged| {
@@ -1639,7 +1642,7 @@ impl Committer {
             Staged::Inline(bytes) if fx.log.is_some() => {
                 let at = logged(fx, RedoStaged::Inline(bytes.clone())).unwrap_or(0);
                 let (seg, base) = fx.log_at;
-                *fx.pack_delta.entry(seg).or_default() += live;
+                pack_move(&mut fx.pack_delta, None, Some(seg), p.len);
                 BlobLoc::Packed {
                     seg,
                     off: base + at,
@@ -1653,7 +1656,7 @@ impl Committer {
                 BlobLoc::Inline(id)
             }
             Staged::Packed { seg, off } => {
-                *fx.pack_delta.entry(*seg).or_default() += live;
+                pack_move(&mut fx.pack_delta, None, Some(*seg), p.len);
                 BlobLoc::Packed {
                     seg: *seg,
                     off: *off,
@@ -1719,10 +1722,7 @@ impl Committer {
                 t.owners.remove(id).map_err(m("remove blob owner"))?;
                 fx.dead_files.push(id);
             }
-            BlobLoc::Packed { seg, .. } => {
-                *fx.pack_delta.entry(seg).or_default() -=
-                    i64::try_from(meta.len).unwrap_or(i64::MAX);
-            }
+            BlobLoc::Packed { seg, .. } => pack_move(&mut fx.pack_delta, Some(seg), None, meta.len),
         }
         for r in &meta.refs {
             let mut rk = ref_prefix(&r.resolve(&meta.id.account).encode());

@@ -48,6 +48,19 @@ impl ObjectMeta {
         matches!(self.blob, BlobLoc::File(_))
     }
 
+    /// The replication record that recreates this copy on a peer: a put with this
+    /// object's version, content type, length, digest and references.
+    pub fn put_record(&self) -> ReplicatedRecord {
+        ReplicatedRecord::Put {
+            id: self.id.clone(),
+            version: self.version,
+            content_type: self.content_type.clone(),
+            len: self.len,
+            digest: self.digest,
+            refs: self.refs.clone(),
+        }
+    }
+
     pub(crate) fn entry(&self) -> Entry {
         Entry {
             version: self.version,

@@ -38,7 +38,7 @@ use crate::meta::ReplicatedRecord;
 const MAGIC: u32 = 0x4b52_4c31;
 const MAGIC_V2: u32 = 0x4b52_4c32;
 /// Frame header length (magic, payload length, CRC).
-pub(crate) const HEADER: usize = 12;
+const HEADER: usize = 12;
 /// Operation flags (version 2): a replicated write, a local write, a relocated body.
 const FLAG_REMOTE: u8 = 0;
 const FLAG_LOCAL: u8 = 1;
@@ -81,45 +81,24 @@ impl RedoBatch {
     /// logs with it).
     #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Writer(vec![0; HEADER]);
         w.u64(self.seq).u64(self.ops.len() as u64);
         for op in &self.ops {
-            w.u8(u8::from(op.local)).u64(op.now_ms);
-            match &op.staged {
-                None => {
-                    w.u8(0);
-                }
-                Some(RedoStaged::Inline(b)) => {
-                    w.u8(1).bytes(b);
-                }
-                Some(RedoStaged::File(id)) => {
-                    w.u8(2).u64(*id);
-                }
-            }
-            w.bytes(&op.rec.to_bytes());
+            write_op(&mut w, op);
         }
-        let payload = w.0;
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(
-            &u32::try_from(payload.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        seal(w.0, MAGIC)
     }
 
-    /// Decodes a payload of either version; `offsets` receives, per operation, where its
-    /// inline body starts (relative to `base`, the start of the buffer being decoded).
+    /// Decodes the payload at `all[start..end]` (either version); `offsets` receives, per
+    /// operation, where its inline body starts in `all`. Bodies are slices of `all`, not
+    /// copies.
     fn decode_payload(
-        buf: &[u8],
+        all: &Bytes,
+        (start, end): (usize, usize),
         v2: bool,
-        base: *const u8,
         offsets: &mut Vec<Option<u64>>,
     ) -> Result<Self, Error> {
-        let mut r = Reader::new(buf, "redo record");
+        let mut r = Reader::new(&all[start..end], "redo record");
         let seq = r.u64()?;
         let n = if v2 { u64::MAX } else { r.u64()? };
         let mut ops = Vec::new();
@@ -138,9 +117,10 @@ impl RedoBatch {
             let staged = match r.u8()? {
                 0 => None,
                 1 => {
-                    let b = r.bytes()?;
-                    at = Some((b.as_ptr() as usize).wrapping_sub(base as usize) as u64);
-                    Some(RedoStaged::Inline(Bytes::copy_from_slice(b)))
+                    let len = r.bytes()?.len();
+                    let body = end - r.remaining() - len;
+                    at = Some(body as u64);
+                    Some(RedoStaged::Inline(all.slice(body..body + len)))
                 }
                 2 => Some(RedoStaged::File(r.u64()?)),
                 _ => return Err(bad("body kind")),
@@ -186,28 +166,8 @@ impl RecordBuilder {
     /// first byte from the start of the frame.
     pub(crate) fn push(&mut self, op: &RedoOp) -> Option<u64> {
         self.ops += 1;
-        let flag = match (op.relocate, op.local) {
-            (true, _) => FLAG_MOVE,
-            (false, true) => FLAG_LOCAL,
-            (false, false) => FLAG_REMOTE,
-        };
         let mut w = Writer(std::mem::take(&mut self.buf));
-        w.u8(flag).u64(op.now_ms);
-        let mut at = None;
-        match &op.staged {
-            None => {
-                w.u8(0);
-            }
-            Some(RedoStaged::Inline(b)) => {
-                w.u8(1);
-                at = Some(w.0.len() as u64 + 4);
-                w.bytes(b);
-            }
-            Some(RedoStaged::File(id)) => {
-                w.u8(2).u64(*id);
-            }
-        }
-        w.bytes(&op.rec.to_bytes());
+        let at = write_op(&mut w, op);
         self.buf = w.0;
         at
     }
@@ -215,13 +175,45 @@ impl RecordBuilder {
     /// The framed record, numbered `seq`.
     pub(crate) fn finish(mut self, seq: u64) -> Vec<u8> {
         self.buf[HEADER..HEADER + 8].copy_from_slice(&seq.to_be_bytes());
-        let len = u32::try_from(self.buf.len() - HEADER).unwrap_or(u32::MAX);
-        let crc = crc32fast::hash(&self.buf[HEADER..]);
-        self.buf[0..4].copy_from_slice(&MAGIC_V2.to_le_bytes());
-        self.buf[4..8].copy_from_slice(&len.to_le_bytes());
-        self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
-        self.buf
+        seal(self.buf, MAGIC_V2)
     }
+}
+
+/// Appends one operation (same layout in both versions; version 1 has no relocations) and
+/// returns where its inline body starts in `w`, if it has one.
+fn write_op(w: &mut Writer, op: &RedoOp) -> Option<u64> {
+    let flag = match (op.relocate, op.local) {
+        (true, _) => FLAG_MOVE,
+        (false, true) => FLAG_LOCAL,
+        (false, false) => FLAG_REMOTE,
+    };
+    w.u8(flag).u64(op.now_ms);
+    let mut at = None;
+    match &op.staged {
+        None => {
+            w.u8(0);
+        }
+        Some(RedoStaged::Inline(b)) => {
+            w.u8(1);
+            at = Some(w.0.len() as u64 + 4);
+            w.bytes(b);
+        }
+        Some(RedoStaged::File(id)) => {
+            w.u8(2).u64(*id);
+        }
+    }
+    w.bytes(&op.rec.to_bytes());
+    at
+}
+
+/// Fills in the frame header of `buf` (whose first [`HEADER`] bytes are reserved for it).
+fn seal(mut buf: Vec<u8>, magic: u32) -> Vec<u8> {
+    let len = u32::try_from(buf.len() - HEADER).unwrap_or(u32::MAX);
+    let crc = crc32fast::hash(&buf[HEADER..]);
+    buf[0..4].copy_from_slice(&magic.to_le_bytes());
+    buf[4..8].copy_from_slice(&len.to_le_bytes());
+    buf[8..12].copy_from_slice(&crc.to_le_bytes());
+    buf
 }
 
 fn bad(what: &str) -> Error {
@@ -240,12 +232,11 @@ pub(crate) struct Decoded {
 }
 
 /// Decodes every complete, intact record of a log (either version), in order, stopping at
-/// the first torn or corrupt frame. Returns the records and the length of the intact
-/// prefix. Never panics.
-pub(crate) fn decode_frames(all: &[u8]) -> (Vec<Decoded>, usize) {
+/// the first torn or corrupt frame. Bodies are slices of `all`. Never panics.
+pub(crate) fn decode_frames(all: &Bytes) -> Vec<Decoded> {
     let mut out = Vec::new();
-    let mut buf = all;
-    while buf.len() >= HEADER {
+    let mut pos = 0;
+    while let Some(buf) = all.get(pos..).filter(|b| b.len() >= HEADER) {
         let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
         let v2 = match word(0) {
             MAGIC => false,
@@ -260,20 +251,20 @@ pub(crate) fn decode_frames(all: &[u8]) -> (Vec<Decoded>, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
+        let range = (pos + HEADER, pos + HEADER + payload.len());
         let mut offsets = Vec::new();
-        match RedoBatch::decode_payload(payload, v2, all.as_ptr(), &mut offsets) {
+        match RedoBatch::decode_payload(all, range, v2, &mut offsets) {
             Ok(batch) => out.push(Decoded { batch, offsets }),
             Err(_) => break,
         }
-        buf = &buf[HEADER + len..];
+        pos = range.1;
     }
-    let used = all.len() - buf.len();
-    (out, used)
+    out
 }
 
 /// [`decode_frames`] without the offsets.
-pub(crate) fn decode_log(buf: &[u8]) -> Vec<RedoBatch> {
-    decode_frames(buf).0.into_iter().map(|d| d.batch).collect()
+pub(crate) fn decode_log(buf: &Bytes) -> Vec<RedoBatch> {
+    decode_frames(buf).into_iter().map(|d| d.batch).collect()
 }
 
 #[cfg(test)]
@@ -322,20 +313,21 @@ mod tests {
         let b = batch(2, vec![0u8; 5000]);
         let mut log = a.encode();
         log.extend_from_slice(&b.encode());
+        let log = Bytes::from(log);
         assert_eq!(decode_log(&log), vec![a.clone(), b.clone()]);
         // Every truncation yields a prefix of the batches, never garbage.
         for cut in 0..log.len() {
-            let got = decode_log(&log[..cut]);
+            let got = decode_log(&log.slice(..cut));
             assert!(got.len() <= 1, "cut {cut}");
             if let Some(first) = got.first() {
                 assert_eq!(first, &a);
             }
         }
         // A flipped byte in the second record drops it (and only it).
-        let mut bad = log.clone();
+        let mut bad = log.to_vec();
         let n = bad.len();
         bad[n - 3] ^= 0x40;
-        assert_eq!(decode_log(&bad), vec![a]);
+        assert_eq!(decode_log(&Bytes::from(bad)), vec![a]);
     }
 
     fn build(b: &RedoBatch) -> (Vec<u8>, Vec<Option<u64>>) {
@@ -354,8 +346,8 @@ mod tests {
         let (rb, at_b) = build(&b);
         let mut log = ra.clone();
         log.extend_from_slice(&rb);
-        let (got, used) = decode_frames(&log);
-        assert_eq!(used, log.len());
+        let log = Bytes::from(log);
+        let got = decode_frames(&log);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].batch, a);
         assert_eq!(got[1].batch, b);
@@ -369,16 +361,23 @@ mod tests {
         assert_eq!(&log[o..o + 5], b"hello");
         let o = at_a[1].unwrap() as usize;
         assert_eq!(&log[o..o + 10], b"moved body");
+        // Bodies are slices of the decoded buffer, not copies.
+        let Some(RedoStaged::Inline(body)) = &got[0].batch.ops[1].staged else {
+            panic!("no body");
+        };
+        assert_eq!(body.as_ptr(), log[o..].as_ptr());
         // Versions 1 and 2 may follow each other; a torn v2 tail ends the log.
-        let mut mixed = a.encode();
+        // (Version 1 has no relocations.)
+        let legacy = batch(3, b"old".to_vec());
+        let mut mixed = legacy.encode();
         mixed.extend_from_slice(&rb[..rb.len() - 1]);
-        let (got, used) = decode_frames(&mixed);
+        let got = decode_frames(&Bytes::from(mixed));
         assert_eq!(got.len(), 1);
-        assert_eq!(used, a.encode().len());
+        assert_eq!(got[0].batch, legacy);
         // A relocation without an inline body is malformed.
         let mut bad = a.clone();
         bad.ops[1].staged = None;
-        assert!(decode_frames(&build(&bad).0).0.is_empty());
+        assert!(decode_frames(&Bytes::from(build(&bad).0)).is_empty());
     }
 
     proptest! {
@@ -393,8 +392,8 @@ mod tests {
                 log.extend_from_slice(&r);
                 want.push(Decoded { batch: b, offsets: at.iter().map(|o| o.map(|o| o + base)).collect() });
             }
-            let (got, used) = decode_frames(&log);
-            prop_assert_eq!(used, log.len());
+            let log = Bytes::from(log);
+            let got = decode_frames(&log);
             for d in &got {
                 for (op, at) in d.batch.ops.iter().zip(&d.offsets) {
                     if let (Some(RedoStaged::Inline(b)), Some(at)) = (&op.staged, at) {
@@ -407,7 +406,7 @@ mod tests {
 
         #[test]
         fn decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode_log(&bytes);
+            let _ = decode_log(&Bytes::from(bytes));
         }
 
         #[test]
@@ -417,7 +416,7 @@ mod tests {
             for b in &batches {
                 log.extend_from_slice(&b.encode());
             }
-            prop_assert_eq!(decode_log(&log), batches);
+            prop_assert_eq!(decode_log(&Bytes::from(log)), batches);
         }
     }
 }

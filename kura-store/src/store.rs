@@ -455,12 +455,13 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
         (counters, max_blob)
     };
     txn.commit().map_err(mm("commit"))?;
-    // Batches made durable by the redo log but not yet by the database (see `redo.rs`).
-    let redo = crate::redo::decode_log(
-        &backend
+    // Batches made durable by a version-1 redo log but not yet by the database (see
+    // `redo.rs`; the value log is read by the replay itself).
+    let redo = crate::redo::decode_log(&Bytes::from(
+        backend
             .redo_read()
             .map_err(|e| Error::io("read redo log", e))?,
-    );
+    ));
     let intents = backend
         .intent_read()
         .map_err(|e| Error::io("read intent log", e))?;
@@ -517,17 +518,6 @@ fn open_blocking(backend: Arc<dyn Backend>, cfg: Config) -> Result<Store> {
     let (tx, rx) = mpsc::channel();
     let mut committer = Committer::new(shared.clone(), rx, counters);
     let replayed = committer.replay(redo)?;
-    // Blob ids the replayed batches used (their files were published before their records
-    // were written) are taken.
-    {
-        let rtx = shared.db.begin_read().map_err(mm("begin read"))?;
-        for def in [INLINE, OWNERS] {
-            let t = rtx.open_table(def).map_err(mm("open table"))?;
-            if let Some((k, _)) = t.last().map_err(mm("read"))? {
-                shared.next_blob.fetch_max(k.value() + 1, Ordering::Relaxed);
-            }
-        }
-    }
     if replayed > 0 {
         let c = committer.counters;
         shared.hlc.raise_floor(Hlc(c.max_hlc));
